@@ -1,0 +1,66 @@
+"""Every failure the generator reports to a user.
+
+Each class says when it is raised. All derive from :class:`BuilderError`, so the CLI needs exactly
+one error boundary; ``exit_code`` follows the CLI contract: 2 for invalid input or usage, else 1.
+"""
+
+from __future__ import annotations
+
+
+class BuilderError(Exception):
+    """Base class: the message is one line meant for the user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInputError(BuilderError):
+    """Something the user gave (a file, an option, a value) cannot be used as it is."""
+
+    exit_code = 2
+
+
+class VariablesError(InvalidInputError):
+    """``vars.yaml`` cannot be read, or one of its keys is missing, unknown or invalid."""
+
+
+class MappingError(InvalidInputError):
+    """A ``correspond_file_path.yaml`` cannot be read or names a template that does not exist."""
+
+
+class ForbiddenPathError(InvalidInputError, ValueError):
+    """A rendered output path is absolute, empty or leaves the output folder."""
+
+
+class ModelFileError(InvalidInputError):
+    """A model or label file cannot be read, or does not agree with the variables."""
+
+
+class UnknownPatternError(InvalidInputError):
+    """``--pattern`` names no pattern the generator has."""
+
+
+class OutputExistsError(InvalidInputError):
+    """The output folder exists and ``--force`` was not given."""
+
+
+class TemplateError(BuilderError):
+    """A template failed to render (an undefined variable, a syntax error)."""
+
+
+class GeneratedFileError(BuilderError):
+    """A rendered file does not parse: Python that does not compile, invalid YAML or JSON."""
+
+
+class PackagingError(BuilderError):
+    """The generator's own template data is missing or inconsistent (a broken installation)."""
+
+
+class WriteError(BuilderError):
+    """The output could not be written (permissions, disk full); nothing was left behind."""
