@@ -7,6 +7,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import jinja2
+import yaml
 
 from builder_core import output
 from builder_core.errors import InvalidInputError
@@ -217,12 +218,17 @@ def render_all(
     return contents
 
 
+class _IndentedDumper(yaml.SafeDumper):
+    """Indent lists under their key, as yamllint and most editors expect."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
 def answers_text(
     variables: Variables, chosen: Pattern, served: ServedModel, user_model: bool
 ) -> str:
     """The answers file: enough to regenerate or upgrade the project later."""
-    import yaml
-
     from builder_core import __version__
 
     record = {
@@ -237,4 +243,7 @@ def answers_text(
     header = (
         "# Written by builder when this project was generated; upgrades read it. Do not edit.\n"
     )
-    return header + yaml.safe_dump(record, sort_keys=False, default_flow_style=False, width=100)
+    dumped = yaml.dump(
+        record, Dumper=_IndentedDumper, sort_keys=False, default_flow_style=False, width=100
+    )
+    return header + dumped

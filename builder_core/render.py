@@ -12,8 +12,22 @@ from builder_core.errors import ForbiddenPathError, TemplateError
 
 
 def to_python(value: Any) -> str:
-    """A Python literal for plain data (str, numbers, lists, dicts, None, bools)."""
-    return repr(_defined(value))
+    """A Python literal for plain data (str, numbers, lists, dicts, None, bools).
+
+    Strings use double quotes, as the formatter of the generated code writes them.
+    """
+    value = _defined(value)
+    if isinstance(value, str):
+        # A JSON string is a valid Python literal: the same escapes, and no others.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(to_python(item) for item in value) + "]"
+    if isinstance(value, dict):
+        pairs = (f"{to_python(key)}: {to_python(item)}" for key, item in value.items())
+        return "{" + ", ".join(pairs) + "}"
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    raise TypeError(f"cannot write {type(value).__name__} as a Python literal")
 
 
 def to_json(value: Any) -> str:

@@ -91,7 +91,7 @@ REGISTRY: dict[str, Callable[[], SampleModel]] = {
 def convert_to_onnx(sample: SampleModel) -> onnx.ModelProto:
     """Convert the classifier to ONNX with plain tensor outputs (no ZipMap)."""
     initial_types = [(INPUT_NAME, FloatTensorType([None, sample.n_features]))]
-    model = to_onnx(
+    model: onnx.ModelProto = to_onnx(
         sample.classifier,
         initial_types=initial_types,
         target_opset=TARGET_OPSET,
@@ -117,7 +117,7 @@ def sort_opset_imports(model: onnx.ModelProto) -> None:
 def serialize_model(model: onnx.ModelProto) -> bytes:
     """Serialize an ONNX model with stable field ordering."""
     onnx.checker.check_model(model, full_check=True)
-    return model.SerializeToString(deterministic=True)
+    return bytes(model.SerializeToString(deterministic=True))
 
 
 def to_json_text(payload: dict[str, Any]) -> str:

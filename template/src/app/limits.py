@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# A refused body is still read (and dropped) up to this many bytes, so that an ordinary client gets
+# the 413 instead of a broken pipe; beyond it the connection is simply closed after the answer.
+DRAIN_LIMIT = 64 * 1024 * 1024
+
 
 class BodyTooLargeError(Exception):
     """The body grew past the limit while it was being read."""
@@ -26,6 +30,7 @@ class BodySizeLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
+            await _drain(receive, 0 if declared > DRAIN_LIMIT else declared)
             await self._refuse(send)
             return
         started = False
@@ -49,18 +54,33 @@ class BodySizeLimit:
         except BodyTooLargeError:
             if started:
                 raise
+            await _drain(receive, DRAIN_LIMIT)
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
         body = f'{{"detail":"request body exceeds {self.max_bytes} bytes"}}'.encode()
-        await send({
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close")],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Receive, limit: int) -> None:
+    """Read and drop the rest of the body, up to ``limit`` bytes."""
+    dropped = 0
+    while dropped < limit:
+        message = await receive()
+        dropped += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 def _content_length(scope: Scope) -> int | None:

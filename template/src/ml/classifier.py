@@ -13,10 +13,17 @@ import onnxruntime as ort
 
 # ONNX Runtime's type strings for the dtypes a service accepts.
 ORT_DTYPES = {
-    "tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64,
-    "tensor(int8)": np.int8, "tensor(int16)": np.int16, "tensor(int32)": np.int32,
-    "tensor(int64)": np.int64, "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16,
-    "tensor(uint32)": np.uint32, "tensor(uint64)": np.uint64,
+    "tensor(float16)": np.float16,
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int8)": np.int8,
+    "tensor(int16)": np.int16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(uint8)": np.uint8,
+    "tensor(uint16)": np.uint16,
+    "tensor(uint32)": np.uint32,
+    "tensor(uint64)": np.uint64,
 }
 
 
@@ -36,8 +43,9 @@ class TensorSpec:
 class Classifier:
     """Runs one ONNX model whose chosen output holds a score per class for every row."""
 
-    def __init__(self, session: ort.InferenceSession, output_name: str, labels: list[str],
-                 model_path: Path) -> None:
+    def __init__(
+        self, session: ort.InferenceSession, output_name: str, labels: list[str], model_path: Path
+    ) -> None:
         self._session = session
         self._input = _spec(session.get_inputs()[0])
         self._output = _spec(next(o for o in session.get_outputs() if o.name == output_name))
@@ -114,7 +122,7 @@ def read_labels(path: Path) -> list[str]:
             raw = [raw[str(index)] for index in range(len(raw))]
         except KeyError:
             last = len(raw) - 1
-            raise ModelLoadError(f"{path}: label keys must be \"0\" to \"{last}\"") from None
+            raise ModelLoadError(f'{path}: label keys must be "0" to "{last}"') from None
     if not isinstance(raw, list) or not all(isinstance(label, str) for label in raw):
         raise ModelLoadError(f"{path}: expected a JSON object of index → label name")
     return raw

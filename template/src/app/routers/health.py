@@ -36,15 +36,17 @@ async def metadata(classifier: ClassifierDep, settings: SettingsDep) -> Response
     if info["model_sha256"] == config.MODEL_SHA256:
         # onnxruntime does not expose the producer's version; the generator read it from the file.
         info["producer"] = config.MODEL_PRODUCER
-    return json_response({
-        "name": config.SERVICE_NAME,
-        "version": config.SERVICE_VERSION,
-        "pattern": config.PATTERN,
-        "builder_version": config.BUILDER_VERSION,
-        **info,
-        "data_sample": config.DATA_SAMPLE,
-        "max_rows": settings.max_rows,
-    })
+    return json_response(
+        {
+            "name": config.SERVICE_NAME,
+            "version": config.SERVICE_VERSION,
+            "pattern": config.PATTERN,
+            "builder_version": config.BUILDER_VERSION,
+            **info,
+            "data_sample": config.DATA_SAMPLE,
+            "max_rows": settings.max_rows,
+        }
+    )
 
 
 @router.get("/label", summary="The label map: class index → name")

@@ -1,0 +1,35 @@
+"""How refused requests look: the offending field and why, never the payload echoed back."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+
+from src.app.deps import json_response
+
+logger = logging.getLogger(__name__)
+
+
+async def validation_error(_request: Request, exc: Exception) -> Response:
+    """422 with ``loc``, ``msg`` and ``type`` of each problem; the input itself is left out."""
+    if not isinstance(exc, RequestValidationError):
+        raise exc
+    detail = [
+        {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+        for error in exc.errors()
+    ]
+    return json_response({"detail": detail}, status_code=422)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    """Log what broke; answer 500 without internals."""
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return json_response({"detail": "internal error"}, status_code=500)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected_error)

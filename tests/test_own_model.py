@@ -1,0 +1,90 @@
+"""Bring your own model: the signature is read from the ONNX file, and the service works with it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from builder_core import build
+from builder_core.errors import ModelFileError, VariablesError
+
+
+def write_model(folder: Path, features: int = 3, classes: int = 2) -> tuple[Path, Path]:
+    """A small linear softmax classifier made with onnx itself, and its labels."""
+    rng = np.random.default_rng(7)
+    weights = numpy_helper.from_array(rng.normal(size=(features, classes)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["measurements", "w"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["scores"], axis=1),
+        ],
+        "churn",
+        [helper.make_tensor_value_info("measurements", TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", classes])],
+        [weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    model_path, label_path = folder / "churn.onnx", folder / "churn_labels.json"
+    onnx.save(model, model_path)
+    label_path.write_text(json.dumps([f"class-{index}" for index in range(classes)]))
+    return model_path, label_path
+
+
+def test_the_signature_comes_from_the_model(tmp_path: Path) -> None:
+    model, labels = write_model(tmp_path)
+    result = build(name="churn", model=model, labels=labels, output_dir=tmp_path / "out")
+    assert result.variables.data_structure == (1, 3)
+    assert result.variables.prediction_structure == (1, 2)
+    config = (result.target / "src" / "app" / "config.py").read_text()
+    assert 'OUTPUT_NAME = "scores"' in config
+    assert (result.target / "models" / "churn.onnx").read_bytes() == model.read_bytes()
+    assert (result.target / "models" / "churn_labels.json").is_file()
+
+
+def test_labels_must_match_the_number_of_classes(tmp_path: Path) -> None:
+    model, labels = write_model(tmp_path)
+    labels.write_text(json.dumps(["a", "b", "c"]))
+    with pytest.raises(ModelFileError, match="3 labels, but the model's scores are scores"):
+        build(name="churn", model=model, labels=labels, output_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_vars_that_contradict_the_model_are_refused(tmp_path: Path) -> None:
+    model, labels = write_model(tmp_path)
+    variables = tmp_path / "vars.yaml"
+    variables.write_text("name: churn\ndata_structure: (1,4)\n")
+    with pytest.raises(
+        VariablesError, match=r"vars\.yaml: data_structure: \(1, 4\) does not match"
+    ):
+        build(variable_file=variables, model=model, labels=labels, output_dir=tmp_path)
+
+
+def test_a_file_that_is_not_onnx_is_refused(tmp_path: Path) -> None:
+    _, labels = write_model(tmp_path)
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_text("not a model")
+    with pytest.raises(ModelFileError, match=r"bogus\.onnx"):
+        build(name="x", model=bogus, labels=labels, output_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_the_generated_service_passes_its_own_tests(tmp_path: Path, service_python: Path) -> None:
+    model, labels = write_model(tmp_path, features=5, classes=4)
+    target = build(name="churn", model=model, labels=labels, output_dir=tmp_path / "out").target
+    result = subprocess.run(
+        [str(service_python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"],
+        cwd=target,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,142 @@
+"""Loading and validating vars.yaml: every problem is one line naming the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from builder_core import build
+from builder_core.errors import VariablesError
+from builder_core.variables import Variables, read_mapping_file, validate_variables
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_vars(tmp_path: Path, **changes: object) -> Path:
+    """The default vars.yaml with ``changes`` applied (a value of ``...`` removes the key)."""
+    data = yaml.safe_load((REPO / "vars.yaml").read_text())
+    for key, value in changes.items():
+        if value is ...:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    path = tmp_path / "vars.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("(1,4)", (1, 4)), ("(1, 4)", (1, 4)), ("[None, 4]", (None, 4)), ("(-1,4)", (None, 4))],
+)
+def test_the_books_shape_strings_are_accepted(text: str, expected: tuple[int | None, ...]) -> None:
+    assert validate_variables({"name": "a", "data_structure": text}, "v").data_structure == expected
+
+
+def test_shapes_as_yaml_lists_are_accepted() -> None:
+    assert validate_variables({"name": "a", "data_structure": [1, 4]}, "v").data_structure == (1, 4)
+
+
+@pytest.mark.parametrize("text", ["1,4", "(1,x)", "(0,4)", "()", "(1.5,4)", "[true]"])
+def test_bad_shapes_name_the_key(text: str) -> None:
+    with pytest.raises(VariablesError, match=r"^vars\.yaml: data_structure"):
+        validate_variables({"name": "a", "data_structure": yaml.safe_load(text)}, "vars.yaml")
+
+
+@pytest.mark.parametrize("name", ["Iris", "iris_svc", "-iris", "iris-", "a" * 64, "iris.svc", ""])
+def test_names_must_be_dns_labels(name: str) -> None:
+    with pytest.raises(VariablesError, match=r"name: .*DNS-1123"):
+        validate_variables({"name": name}, "vars.yaml")
+
+
+def test_unknown_keys_are_rejected_by_name() -> None:
+    with pytest.raises(VariablesError, match=r"^v\.yaml: modle_file_name: unknown key"):
+        validate_variables({"name": "a", "modle_file_name": "x.onnx"}, "v.yaml")
+
+
+def test_a_bad_dtype_is_rejected_by_name() -> None:
+    with pytest.raises(VariablesError, match="data_type: Input should be 'float16'"):
+        validate_variables({"name": "a", "data_type": "float33"}, "v.yaml")
+
+
+def test_every_problem_is_reported_on_one_line() -> None:
+    with pytest.raises(VariablesError) as caught:
+        validate_variables({"name": "A", "port": 80, "bogus": 1}, "v.yaml")
+    message = str(caught.value)
+    assert "\n" not in message
+    for key in ("name:", "port:", "bogus:"):
+        assert key in message
+
+
+def test_replica_bounds_must_be_ordered() -> None:
+    with pytest.raises(VariablesError, match="max_replicas"):
+        validate_variables({"name": "a", "min_replicas": 5, "max_replicas": 2}, "v.yaml")
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "vars.yaml"
+    path.write_text("name: a\nport: [8000\n")
+    with pytest.raises(VariablesError, match=rf"^{path} \(line \d+\): invalid YAML"):
+        read_mapping_file(path, "variable file")
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(VariablesError, match=r"nope\.yaml: variable file not found"):
+        read_mapping_file(tmp_path / "nope.yaml", "variable file")
+
+
+def test_a_list_at_the_top_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "vars.yaml"
+    path.write_text("- name\n")
+    with pytest.raises(VariablesError, match="expected a mapping"):
+        read_mapping_file(path, "variable file")
+
+
+def test_image_defaults_to_the_name_and_tag() -> None:
+    variables = Variables(name="fraud-scorer")
+    assert variables.image == "fraud-scorer:0.1.0"
+    custom = Variables(
+        name="x", image_repository="registry.example.com:5000/team/x", image_tag="v2"
+    )
+    assert custom.image == "registry.example.com:5000/team/x:v2"
+
+
+# Checked against the model: these need the sample model, so they go through build().
+
+
+def test_a_shape_that_does_not_match_the_model_is_refused(tmp_path: Path) -> None:
+    path = write_vars(tmp_path, data_structure="(1,5)")
+    with pytest.raises(
+        VariablesError, match=r"data_structure: \(1, 5\) does not match .*\(None, 4\)"
+    ):
+        build(variable_file=path, output_dir=tmp_path, dry_run=True)
+
+
+def test_a_dtype_that_does_not_match_the_model_is_refused(tmp_path: Path) -> None:
+    path = write_vars(tmp_path, data_type="float64")
+    with pytest.raises(VariablesError, match="data_type: float64 does not match"):
+        build(variable_file=path, output_dir=tmp_path, dry_run=True)
+
+
+def test_a_sample_of_the_wrong_width_is_refused(tmp_path: Path) -> None:
+    path = write_vars(tmp_path, data_sample=[[1.0, 2.0, 3.0]])
+    with pytest.raises(VariablesError, match=r"data_sample\[0\]: expected 4 values, got 3"):
+        build(variable_file=path, output_dir=tmp_path, dry_run=True)
+
+
+def test_model_keys_left_out_are_read_from_the_model(tmp_path: Path) -> None:
+    keys = ("data_type", "data_structure", "data_sample", "prediction_type", "prediction_structure")
+    path = write_vars(tmp_path, **dict.fromkeys(keys, ...), prediction_sample=...)
+    variables = build(variable_file=path, output_dir=tmp_path, dry_run=True).variables
+    assert variables.data_type == "float32"
+    assert variables.data_structure == (1, 4)
+    assert variables.prediction_structure == (1, 3)
+    assert variables.data_sample == [[0.0, 0.0, 0.0, 0.0]]
+
+
+def test_the_command_line_name_wins_over_the_file(tmp_path: Path) -> None:
+    result = build(name="fraud-scorer", output_dir=tmp_path, dry_run=True)
+    assert result.variables.name == "fraud-scorer"
+    assert result.target == tmp_path / "fraud-scorer"
