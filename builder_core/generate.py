@@ -10,11 +10,12 @@ import jinja2
 import yaml
 
 from builder_core import output
-from builder_core.errors import InvalidInputError
+from builder_core.errors import InvalidInputError, PackagingError
 from builder_core.model import ServedModel, describe, load_model
 from builder_core.patterns import (
     TEMPLATE_DIR,
     TEMPLATE_FILES_DIR,
+    Layer,
     Pattern,
     load_pattern,
     read_mapping,
@@ -22,7 +23,12 @@ from builder_core.patterns import (
 )
 from builder_core.render import make_environment, render_path, render_template
 from builder_core.resources import DEFAULT_VARIABLES, SAMPLE_MODELS_DIR
-from builder_core.variables import Variables, read_mapping_file, validate_variables
+from builder_core.variables import (
+    Variables,
+    read_mapping_file,
+    validate_variables,
+    variables_model,
+)
 
 ANSWERS_FILE = ".builder-answers.yml"
 MODELS_DIR = "models"
@@ -135,7 +141,7 @@ def _load_variables(
         raw.setdefault("label_file_name", _file_name(served.label_path, "label.json"))
     if name is not None:
         raw["name"] = name
-    return validate_variables(raw, str(path))
+    return validate_variables(raw, str(path), variables_model(chosen.info.variables))
 
 
 def _file_name(path: Path, fallback: str) -> str:
@@ -175,31 +181,53 @@ def plan(
     chosen: Pattern, env: jinja2.Environment, context: dict[str, Any], served: ServedModel
 ) -> list[PlannedFile]:
     """Every output file with where it comes from; a later layer wins at the same path."""
-    root = chosen.root
     entries: dict[PurePosixPath, PlannedFile] = {}
     for layer in chosen.layers:
-        base = layer.root.relative_to(root).as_posix()
-        prefix = "" if base == "." else f"{base}/"
-        for relative in template_tree(layer):
-            name = f"{prefix}{TEMPLATE_DIR}/{relative.as_posix()}"
-            rendered = relative.name.endswith(TEMPLATE_SUFFIX)
-            text = (
-                relative.as_posix().removesuffix(TEMPLATE_SUFFIX)
-                if rendered
-                else relative.as_posix()
-            )
-            path = render_path(env, text, context, name)
-            entries[path] = PlannedFile(path, "render" if rendered else "copy", name)
-        for key, value in read_mapping(layer).items():
-            path = render_path(env, value, context, f"{layer.mapping_file}: {key}")
-            entries[path] = PlannedFile(path, "render", f"{prefix}{TEMPLATE_FILES_DIR}/{key}")
-    for source, file_name in (
+        for item in _layer_files(chosen.root, layer, env, context):
+            entries[item.path] = item
+    for text, relative in chosen.info.sample_files.items():
+        for path, origin in _sample_files(env, context, text, chosen.root / relative):
+            entries[path] = PlannedFile(path, "copy", str(origin))
+    for origin, file_name in (
         (served.model_path, "model_file_name"),
         (served.label_path, "label_file_name"),
     ):
         path = PurePosixPath(MODELS_DIR, context[file_name])
-        entries[path] = PlannedFile(path, "copy", str(source))
+        entries[path] = PlannedFile(path, "copy", str(origin))
     return [entries[path] for path in sorted(entries)]
+
+
+def _layer_files(
+    root: Path, layer: Layer, env: jinja2.Environment, context: dict[str, Any]
+) -> list[PlannedFile]:
+    """A layer's ``template/`` tree (``*.j2`` rendered) and its mapped ``template_files/``."""
+    base = layer.root.relative_to(root).as_posix()
+    prefix = "" if base == "." else f"{base}/"
+    files = []
+    for relative in template_tree(layer):
+        name = f"{prefix}{TEMPLATE_DIR}/{relative.as_posix()}"
+        rendered = relative.name.endswith(TEMPLATE_SUFFIX)
+        text = relative.as_posix().removesuffix(TEMPLATE_SUFFIX)
+        path = render_path(env, text, context, name)
+        files.append(PlannedFile(path, "render" if rendered else "copy", name))
+    for key, value in read_mapping(layer).items():
+        path = render_path(env, value, context, f"{layer.mapping_file}: {key}")
+        files.append(PlannedFile(path, "render", f"{prefix}{TEMPLATE_FILES_DIR}/{key}"))
+    return files
+
+
+def _sample_files(
+    env: jinja2.Environment, context: dict[str, Any], text: str, source: Path
+) -> list[tuple[PurePosixPath, Path]]:
+    """A pattern's sample file, or every file of a sample folder, with its output path."""
+    where = f"sample_files: {text}"
+    base = render_path(env, text, context, where)
+    if source.is_file():
+        return [(base, source)]
+    if not source.is_dir():
+        raise PackagingError(f"{where}: {source} does not exist")
+    files = sorted(path for path in source.rglob("*") if path.is_file())
+    return [(base / path.relative_to(source).as_posix(), path) for path in files]
 
 
 def render_all(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -33,6 +33,12 @@ class PatternInfo(BaseModel):
     description: str = Field(min_length=1)
     components: list[str] = Field(min_length=1)
     sample_model: str = Field(min_length=1)
+    # What POST /predict takes: rows of numbers, or the ID of a stored data item.
+    request: Literal["rows", "data-id"] = "rows"
+    # The pattern's own variables and their defaults; each default's type is the variable's type.
+    variables: dict[str, str | bool | int | float] = Field(default_factory=dict)
+    # Output path (rendered) → a file or folder under the template data, copied as it is.
+    sample_files: dict[str, str] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,10 +20,11 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     model_validator,
 )
 
-from builder_core.errors import VariablesError
+from builder_core.errors import PackagingError, VariablesError
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -188,10 +190,24 @@ def read_mapping_file(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def validate_variables(raw: dict[str, Any], source: str) -> Variables:
-    """Validate ``raw`` into :class:`Variables`; every problem is named ``source: key: message``."""
+def variables_model(extra: Mapping[str, str | bool | int | float]) -> type[Variables]:
+    """:class:`Variables` plus a pattern's own variables, typed by their defaults."""
+    if not extra:
+        return Variables
+    clash = sorted(set(extra) & set(Variables.model_fields))
+    if clash:
+        raise PackagingError(f"pattern variables {clash} clash with the common variables")
+    fields: dict[str, Any] = {key: (type(default), default) for key, default in extra.items()}
+    model: type[Variables] = create_model("PatternVariables", __base__=Variables, **fields)
+    return model
+
+
+def validate_variables(
+    raw: dict[str, Any], source: str, model: type[Variables] = Variables
+) -> Variables:
+    """Validate ``raw`` into ``model``; every problem is named ``source: key: message``."""
     try:
-        return Variables.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         raise VariablesError(format_validation_error(err, source)) from err
 

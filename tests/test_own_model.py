@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -76,11 +77,22 @@ def test_a_file_that_is_not_onnx_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_generated_service_passes_its_own_tests(tmp_path: Path, service_python: Path) -> None:
+def test_the_generated_service_passes_its_own_tests(
+    tmp_path: Path, service_python: Callable[[Path], Path]
+) -> None:
     model, labels = write_model(tmp_path, features=5, classes=4)
     target = build(name="churn", model=model, labels=labels, output_dir=tmp_path / "out").target
     result = subprocess.run(
-        [str(service_python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"],
+        [
+            str(service_python(target)),
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "error",
+        ],
         cwd=target,
         capture_output=True,
         text=True,

@@ -17,6 +17,7 @@ import pytest
 from conftest import free_port
 
 from builder_core import pattern_names
+from builder_core.patterns import load_pattern
 
 pytestmark = pytest.mark.slow
 
@@ -88,15 +89,24 @@ def wait_ready(base: str, server: Server, seconds: float = 60) -> None:
     pytest.fail(f"{base}/ready was not 200 within {seconds} s:\n{server.output()}")
 
 
-@pytest.fixture(scope="module", params=pattern_names())
+# Patterns whose /predict takes rows of the iris sample model's four measurements.
+ROW_PATTERNS = [
+    name
+    for name in pattern_names()
+    if load_pattern(name).info.request == "rows" and load_pattern(name).info.sample_model == "iris"
+]
+
+
+@pytest.fixture(scope="module", params=ROW_PATTERNS)
 def live(
     request: pytest.FixtureRequest,
     generated_project: Callable[[str], Path],
-    service_python: Path,
+    service_python: Callable[[Path], Path],
 ) -> Iterator[tuple[str, Server]]:
     """A generated service of each pattern, running on a free port on 127.0.0.1."""
     port = free_port()
-    server = start(generated_project(request.param), service_python, port)
+    project = generated_project(request.param)
+    server = start(project, service_python(project), port)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, server)
@@ -107,11 +117,23 @@ def live(
 
 @pytest.mark.parametrize("pattern", pattern_names())
 def test_the_projects_own_tests_pass(
-    pattern: str, generated_project: Callable[[str], Path], service_python: Path
+    pattern: str,
+    generated_project: Callable[[str], Path],
+    service_python: Callable[[Path], Path],
 ) -> None:
+    project = generated_project(pattern)
     result = subprocess.run(
-        [str(service_python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"],
-        cwd=generated_project(pattern),
+        [
+            str(service_python(project)),
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "error",
+        ],
+        cwd=project,
         capture_output=True,
         text=True,
         timeout=300,
@@ -160,10 +182,11 @@ def test_bad_input_is_refused_with_4xx(live: tuple[str, Any], body: bytes) -> No
 
 
 def test_sigterm_stops_the_service_cleanly(
-    generated_project: Callable[[str], Path], service_python: Path
+    generated_project: Callable[[str], Path], service_python: Callable[[Path], Path]
 ) -> None:
     port = free_port()
-    server = start(generated_project("web-single"), service_python, port)
+    project = generated_project("web-single")
+    server = start(project, service_python(project), port)
     wait_ready(f"http://127.0.0.1:{port}", server)
     assert server.stop() == 0
     output = server.output()
@@ -172,12 +195,15 @@ def test_sigterm_stops_the_service_cleanly(
 
 
 def test_a_missing_model_stops_the_service_instead_of_serving(
-    generated_project: Callable[[str], Path], service_python: Path, tmp_path: Path
+    generated_project: Callable[[str], Path],
+    service_python: Callable[[Path], Path],
+    tmp_path: Path,
 ) -> None:
     port = free_port()
+    project = generated_project("web-single")
     os.environ["MODEL_FILEPATH"] = str(tmp_path / "missing.onnx")
     try:
-        server = start(generated_project("web-single"), service_python, port)
+        server = start(project, service_python(project), port)
     finally:
         del os.environ["MODEL_FILEPATH"]
     status = server.process.wait(timeout=60)
