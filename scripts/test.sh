@@ -20,6 +20,6 @@ ruff check --no-cache tests/golden/*/  # generated code, under its own pyproject
 ruff format --no-cache --check tests/golden/*/
 ruff format --no-cache --check builder.py builder_core scripts tests --exclude tests/golden
 echo "== mypy"
-mypy --cache-dir=/dev/null builder.py builder_core scripts tests
+mypy --cache-dir=/dev/null builder.py builder_core scripts tests bench
 echo "== pytest"
 cd "$repo/tests/.." && python -m pytest "$@"

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,3 +145,13 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Report the size of every image the container smoke tests built."""
+    from container_smoke import IMAGE_SIZES
+
+    if IMAGE_SIZES:
+        terminalreporter.section("image sizes")
+        for tag, size in sorted(IMAGE_SIZES.items()):
+            terminalreporter.write_line(f"{tag:<48} {size / 2**20:8.1f} MiB")
