@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -35,6 +36,25 @@ def to_json(value: Any) -> str:
     return json.dumps(_defined(value), ensure_ascii=False)
 
 
+MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]<>#|~])")
+MARKDOWN_LINE_START = re.compile(r"^(\s*)([-+]|\d+\.)(?=\s)", re.MULTILINE)
+
+
+def to_markdown_text(value: Any) -> str:
+    """Free text as Markdown that shows the text itself: no emphasis, links, headings or HTML."""
+    # CommonMark ends lines at \r too; one line ending keeps the line-start escapes complete.
+    text = str(_defined(value)).replace("\r\n", "\n").replace("\r", "\n")
+    text = MARKDOWN_SPECIALS.sub(r"\\\1", text)
+    return MARKDOWN_LINE_START.sub(_escape_list_marker, text)
+
+
+def _escape_list_marker(match: re.Match[str]) -> str:
+    """Escape the list marker that starts a line, so the line stays plain text."""
+    indent, marker = match[1], match[2]
+    escaped = f"{marker[:-1]}\\." if marker.endswith(".") else f"\\{marker}"
+    return indent + escaped
+
+
 def _defined(value: Any) -> Any:
     # Filters receive an undefined value without StrictUndefined failing; make them fail the same.
     if isinstance(value, jinja2.Undefined):
@@ -52,6 +72,7 @@ def make_environment(root: Path) -> jinja2.Environment:
     )
     env.filters["py"] = to_python
     env.filters["json"] = to_json
+    env.filters["md"] = to_markdown_text
     return env
 
 
