@@ -1,22 +1,30 @@
 """The ``builder`` command line: generate an ML inference service from ``vars.yaml``.
 
-Only the CLI lives here; :func:`builder_core.build` does the work.
+``builder [options]`` generates; ``builder upgrade``, ``builder check`` and
+``builder export-cookiecutter`` work on generated projects and patterns. Only the CLI lives here;
+:mod:`builder_core` does the work.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn, TypeVar
 
 import click
 
 from builder_core import BuilderError, BuildResult, __version__, build
+from builder_core.cookiecutter_export import export_cookiecutter
+from builder_core.errors import EXIT_CANNOT_TELL, EXIT_CONFLICTS, EXIT_OUTDATED
 from builder_core.patterns import load_pattern, pattern_names
+from builder_core.upgrade import CheckResult, UpgradeResult, check, upgrade
 
 LOCAL_VARIABLES = Path("vars.yaml")
 DEFAULT_PATTERN = "web-single"
 PATH = click.Path(path_type=Path)
+T = TypeVar("T")
 
 
 def _list_patterns(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -27,7 +35,7 @@ def _list_patterns(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     ctx.exit(0)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--name", help="Service name (a DNS-1123 label); wins over `name` in the variables.")
 @click.option("--pattern", default=DEFAULT_PATTERN, show_default=True, help="Serving pattern.")
 @click.option(
@@ -65,7 +73,9 @@ def _list_patterns(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     help="List the patterns with a line of description each.",
 )
 @click.version_option(__version__, prog_name="builder")
+@click.pass_context
 def cli(
+    ctx: click.Context,
     name: str | None,
     pattern: str,
     variable_file: Path | None,
@@ -76,14 +86,18 @@ def cli(
     force: bool,
     dry_run: bool,
 ) -> None:
-    """Generate a production-ready ML inference service from one vars.yaml."""
-    if variable_file is None and LOCAL_VARIABLES.is_file():
-        variable_file = LOCAL_VARIABLES
-    try:
-        result = build(
+    """Generate a production-ready ML inference service from one vars.yaml.
+
+    Without a command, generates a service. The commands work on generated projects.
+    """
+    if ctx.invoked_subcommand is not None:
+        _refuse_generation_options(ctx)
+        return
+    result = _guarded(
+        lambda: build(
             name=name,
             pattern=pattern,
-            variable_file=variable_file,
+            variable_file=_variables(variable_file),
             correspond_file_path=correspond_file_path,
             output_dir=output_dir,
             model=model,
@@ -91,19 +105,49 @@ def cli(
             force=force,
             dry_run=dry_run,
         )
+    )
+    _report(result)
+
+
+def _variables(variable_file: Path | None) -> Path | None:
+    """The variables file given, else ./vars.yaml if there is one (else the packaged one)."""
+    if variable_file is None and LOCAL_VARIABLES.is_file():
+        return LOCAL_VARIABLES
+    return variable_file
+
+
+def _refuse_generation_options(ctx: click.Context) -> None:
+    given = [
+        param.opts[0]
+        for param in ctx.command.params
+        if param.name
+        and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)}: generation options, not for 'builder {ctx.invoked_subcommand}'"
+        )
+
+
+def _guarded(action: Callable[[], T], *, failure_code: int | None = None) -> T:
+    """The one error boundary: a BuilderError or any surprise becomes one red line and an exit code.
+
+    ``failure_code`` replaces every failure's own code (``builder check``: 2, cannot tell).
+    """
+    try:
+        return action()
     except BuilderError as err:
-        click.secho(f"error: {err}", fg="red", err=True)
-        sys.exit(err.exit_code)
+        _fail(str(err), failure_code or err.exit_code)
     except Exception as err:
         if os.environ.get("BUILDER_DEBUG"):
             raise
-        click.secho(
-            f"error: unexpected {type(err).__name__}: {err} (BUILDER_DEBUG=1 shows more)",
-            fg="red",
-            err=True,
-        )
-        sys.exit(1)
-    _report(result)
+        message = f"unexpected {type(err).__name__}: {err} (BUILDER_DEBUG=1 shows more)"
+        _fail(message, failure_code or 1)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
 
 
 def _report(result: BuildResult) -> None:
@@ -117,6 +161,151 @@ def _report(result: BuildResult) -> None:
         f"({len(result.files)} files)."
     )
     click.echo(f"Next: cd {result.target} && ./run.sh   (see its README.md)")
+
+
+# Where the current and the older templates are: for template development and tests, so hidden.
+TEMPLATE_ROOT = click.option(
+    "--template-root", type=PATH, hidden=True, help="Current template data to upgrade to."
+)
+HISTORY_ROOT = click.option(
+    "--history-root", type=PATH, hidden=True, help="Folder of older template versions."
+)
+
+
+def _settings(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
+    settings = {}
+    for text in values:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {text!r}")
+        settings[key.strip()] = value
+    return settings
+
+
+@cli.command("upgrade")
+@click.argument("project", type=PATH)
+@click.option("--dry-run", is_flag=True, help="Show the diff of every file; write nothing.")
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_settings,
+    help="Change a variable while upgrading (repeatable).",
+)
+@TEMPLATE_ROOT
+@HISTORY_ROOT
+def upgrade_command(
+    project: Path,
+    dry_run: bool,
+    settings: dict[str, str],
+    template_root: Path | None,
+    history_root: Path | None,
+) -> None:
+    """Merge the current templates' changes into PROJECT, keeping your edits.
+
+    Exit status: 0 merged cleanly, 3 merged with conflicts (the files are listed; resolve the
+    <<<<<<< markers), 2 the project cannot be upgraded as it is, 1 anything else. A failure
+    changes nothing.
+    """
+    result = _guarded(
+        lambda: upgrade(
+            project,
+            dry_run=dry_run,
+            overrides=settings,
+            template_root=template_root,
+            history_root=history_root,
+        )
+    )
+    _report_upgrade(result)
+    sys.exit(EXIT_CONFLICTS if result.conflicts else 0)
+
+
+def _report_upgrade(result: UpgradeResult) -> None:
+    if result.dry_run:
+        for item in result.files:
+            if item.changes_disk:
+                click.echo(item.diff(), nl=False)
+    for key in result.dropped_variables:
+        click.echo(f"note: variable {key!r} is no longer used by the templates; dropped")
+    for item in result.files:
+        where = f"{item.moved_from} -> {item.path}" if item.moved_from else str(item.path)
+        click.echo(f"  {item.status:<12} {where}")
+    versions = f"template {result.from_version} -> {result.to_version}"
+    changed = sum(item.changes_disk for item in result.files)
+    if result.dry_run:
+        click.echo(f"dry run ({versions}): {changed} files would change, nothing written")
+    else:
+        click.echo(f"Upgraded {result.project} ({versions}): {changed} files changed.")
+    if result.conflicts:
+        click.secho("Conflicts: resolve the <<<<<<< markers in:", fg="yellow", err=True)
+        for path in result.conflicts:
+            click.secho(f"  {result.project / path}", fg="yellow", err=True)
+
+
+@cli.command("check")
+@click.argument("project", type=PATH)
+@TEMPLATE_ROOT
+@HISTORY_ROOT
+def check_command(project: Path, template_root: Path | None, history_root: Path | None) -> None:
+    """Tell whether PROJECT is current with the templates (for CI).
+
+    Exit status: 0 current, 1 the templates have moved on (what changed is printed),
+    2 cannot tell (the message says why).
+    """
+    result = _guarded(
+        lambda: check(project, template_root=template_root, history_root=history_root),
+        failure_code=EXIT_CANNOT_TELL,
+    )
+    _report_check(result)
+    sys.exit(0 if result.current else EXIT_OUTDATED)
+
+
+def _report_check(result: CheckResult) -> None:
+    if result.current:
+        click.echo(f"{result.project}: current (template {result.current_version})")
+        return
+    click.echo(
+        f"{result.project}: the templates moved on "
+        f"({result.recorded_version} -> {result.current_version})"
+    )
+    for letter, path in result.changes:
+        click.echo(f"  {letter} {path}")
+    if not result.changes:
+        click.echo("  (no file changes: only the recorded template version)")
+    click.echo(f"Run: builder upgrade {result.project}")
+
+
+@cli.command("export-cookiecutter")
+@click.option("--pattern", default=DEFAULT_PATTERN, show_default=True, help="Pattern to export.")
+@click.option(
+    "--variable-file",
+    "--variable_file",
+    "variable_file",
+    type=PATH,
+    help="Variables whose values become the defaults [default: ./vars.yaml, else the packaged].",
+)
+@click.option("--force", is_flag=True, help="Replace an existing DESTINATION.")
+@click.argument("destination", type=PATH)
+def export_command(
+    pattern: str, variable_file: Path | None, force: bool, destination: Path
+) -> None:
+    """Write PATTERN as a cookiecutter template into DESTINATION (a new folder)."""
+    result = _guarded(
+        lambda: export_cookiecutter(
+            pattern=pattern,
+            destination=destination,
+            variable_file=_variables(variable_file),
+            force=force,
+        )
+    )
+    click.echo(
+        f"Exported the {result.pattern} pattern as a cookiecutter template in "
+        f"{result.destination} ({result.files} files, {len(result.prompts)} prompts)."
+    )
+    click.echo(f"Use it: cookiecutter {result.destination}")
 
 
 def main() -> None:

@@ -2,9 +2,17 @@
 
 Each class says when it is raised. All derive from :class:`BuilderError`, so the CLI needs exactly
 one error boundary; ``exit_code`` follows the CLI contract: 2 for invalid input or usage, else 1.
+``builder upgrade`` and ``builder check`` add the outcomes below, which are results, not errors.
 """
 
 from __future__ import annotations
+
+EXIT_OUTDATED = 1
+"""``builder check``: the templates have moved on since the project was generated or upgraded."""
+EXIT_CANNOT_TELL = 2
+"""``builder check``: whether the project is current cannot be told (the message says why)."""
+EXIT_CONFLICTS = 3
+"""``builder upgrade``: the merge was written, but the files listed hold conflict markers."""
 
 
 class BuilderError(Exception):
@@ -64,3 +72,15 @@ class PackagingError(BuilderError):
 
 class WriteError(BuilderError):
     """The output could not be written (permissions, disk full); nothing was left behind."""
+
+
+class AnswersError(InvalidInputError):
+    """A project's ``.builder-answers.yml`` is missing, unreadable or not what builder wrote."""
+
+
+class TemplateVersionError(InvalidInputError):
+    """A project's template version cannot be upgraded from (too old, unknown, or newer)."""
+
+
+class UpgradeError(InvalidInputError):
+    """A project cannot be upgraded as it is (its model changed, a path is not a file)."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import jinja2
-import yaml
 
 from builder_core import output
 from builder_core.errors import InvalidInputError, PackagingError
@@ -21,6 +21,7 @@ from builder_core.patterns import (
     read_mapping,
     template_tree,
 )
+from builder_core.portable import dump_answers
 from builder_core.render import make_environment, render_path, render_template
 from builder_core.resources import DEFAULT_VARIABLES, SAMPLE_MODELS_DIR
 from builder_core.variables import (
@@ -29,8 +30,10 @@ from builder_core.variables import (
     validate_variables,
     variables_model,
 )
+from builder_core.versions import TEMPLATE_VERSION
 
 ANSWERS_FILE = ".builder-answers.yml"
+SAMPLE_SOURCE = "sample:"  # model.source in the answers file: "sample:<name>" or "user"
 MODELS_DIR = "models"
 TEMPLATE_SUFFIX = ".j2"
 # Keys that describe the packaged sample model: they are dropped when the user brings a model.
@@ -55,6 +58,8 @@ class PlannedFile:
     path: PurePosixPath
     action: Literal["copy", "render", "write"]
     source: str
+    # The output path before rendering: a cookiecutter export keeps the variables in it.
+    path_template: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,18 @@ class BuildResult:
     variables: Variables
     files: tuple[PlannedFile, ...]
     written: bool
+
+
+@dataclass(frozen=True)
+class RenderedProject:
+    """A whole project rendered and verified in memory: what build writes and upgrade merges."""
+
+    pattern: Pattern
+    variables: Variables
+    context: dict[str, Any]
+    files: tuple[PlannedFile, ...]
+    contents: dict[PurePosixPath, output.FileContent]
+    answers: dict[str, Any]
 
 
 def build(
@@ -80,6 +97,7 @@ def build(
     force: bool = False,
     dry_run: bool = False,
     template_root: Path | None = None,
+    template_version: str = TEMPLATE_VERSION,
 ) -> BuildResult:
     """Generate a service into ``output_dir / <name>``.
 
@@ -93,25 +111,69 @@ def build(
     :param force: replace an existing service folder.
     :param dry_run: plan, render and verify everything, but write nothing.
     :param template_root: a folder laid out like the packaged template data, used instead of it.
+    :param template_version: the version of the templates used, recorded in the answers file.
     :raises BuilderError: a subclass naming what is wrong; nothing is left behind.
     """
-    chosen = load_pattern(pattern, correspond_file_path, template_root)
+    project = render_project(
+        name=name,
+        pattern=pattern,
+        variable_file=variable_file,
+        correspond_file_path=correspond_file_path,
+        model=model,
+        labels=labels,
+        template_root=template_root,
+        template_version=template_version,
+    )
+    target = output_dir / project.variables.name
+    if not dry_run:
+        output.write_tree(project.contents, target, force=force)
+    return BuildResult(
+        target, project.pattern.name, project.variables, project.files, written=not dry_run
+    )
+
+
+def render_project(
+    *,
+    name: str | None = None,
+    pattern: str = "web-single",
+    variable_file: Path | None = None,
+    variables: Mapping[str, Any] | None = None,
+    variables_source: str = "variables",
+    correspond_file_path: Path | None = None,
+    model: Path | None = None,
+    labels: Path | None = None,
+    template_root: Path | None = None,
+    template_version: str = TEMPLATE_VERSION,
+) -> RenderedProject:
+    """Render and verify a whole project in memory; :func:`build` documents the options.
+
+    :param variables: the variables themselves, instead of a ``variable_file`` (upgrades pass a
+        project's recorded answers); ``variables_source`` names them in error messages.
+    """
+    # Absolute, so the sources of copied files are found wherever the templates are.
+    root = template_root.resolve() if template_root is not None else None
+    chosen = load_pattern(pattern, correspond_file_path, root)
     served = _served_model(chosen, model, labels)
-    variables = _load_variables(variable_file, name, chosen, served, user_model=model is not None)
-    variables = describe(variables, served, str(variable_file or DEFAULT_VARIABLES))
+    user_model = model is not None
+    if variables is None:
+        raw, source = _variables_file(variable_file, chosen, served, user_model=user_model)
+        described_source = str(variable_file or DEFAULT_VARIABLES)
+    else:
+        raw, source, described_source = dict(variables), variables_source, variables_source
+    if name is not None:
+        raw["name"] = name
+    checked = validate_variables(raw, source, variables_model(chosen.info.variables))
+    checked = describe(checked, served, described_source)
     env = make_environment(chosen.root)
-    context = template_context(variables, chosen, served)
+    context = template_context(checked, chosen, served)
     planned = plan(chosen, env, context, served)
     contents = render_all(planned, env, context, chosen.root)
-    contents[PurePosixPath(ANSWERS_FILE)] = output.FileContent(
-        answers_text(variables, chosen, served, model is not None).encode(), 0o644
-    )
-    planned.append(PlannedFile(PurePosixPath(ANSWERS_FILE), "write", "answers"))
+    answers = answers_record(checked, chosen, served, user_model, template_version)
+    answers_path = PurePosixPath(ANSWERS_FILE)
+    contents[answers_path] = output.FileContent(dump_answers(answers).encode(), 0o644)
+    planned.append(PlannedFile(answers_path, "write", "answers", ANSWERS_FILE))
     output.verify(contents, {str(item.path): item.source for item in planned})
-    target = output_dir / variables.name
-    if not dry_run:
-        output.write_tree(contents, target, force=force)
-    return BuildResult(target, chosen.name, variables, tuple(planned), written=not dry_run)
+    return RenderedProject(chosen, checked, context, tuple(planned), contents, answers)
 
 
 def _served_model(chosen: Pattern, model: Path | None, labels: Path | None) -> ServedModel:
@@ -122,26 +184,27 @@ def _served_model(chosen: Pattern, model: Path | None, labels: Path | None) -> S
         return load_model(sample / "model.onnx", sample / "label.json")
     if labels is None:
         raise InvalidInputError("--model: a label file is required too (--labels PATH.json)")
-    return load_model(model, labels)
+    # Absolute: planned copies are found relative to the template data unless absolute.
+    return load_model(model.resolve(), labels.resolve())
 
 
-def _load_variables(
-    variable_file: Path | None,
-    name: str | None,
-    chosen: Pattern,
-    served: ServedModel,
-    *,
-    user_model: bool,
-) -> Variables:
-    path = variable_file or chosen.root / DEFAULT_VARIABLES
+def default_variables(chosen: Pattern) -> Path:
+    """The pattern's own ``vars.yaml`` (describing its own sample model), else the common one."""
+    own = chosen.layers[-1].root / DEFAULT_VARIABLES
+    return own if own.is_file() else chosen.root / DEFAULT_VARIABLES
+
+
+def _variables_file(
+    variable_file: Path | None, chosen: Pattern, served: ServedModel, *, user_model: bool
+) -> tuple[dict[str, Any], str]:
+    """The raw variables of ``variable_file`` (or the packaged default) and where they came from."""
+    path = variable_file or default_variables(chosen)
     raw = read_mapping_file(path, "variable file")
     if user_model and variable_file is None:
         raw = {key: value for key, value in raw.items() if key not in MODEL_KEYS}
         raw.setdefault("model_file_name", _file_name(served.model_path, "model.onnx"))
         raw.setdefault("label_file_name", _file_name(served.label_path, "label.json"))
-    if name is not None:
-        raw["name"] = name
-    return validate_variables(raw, str(path), variables_model(chosen.info.variables))
+    return raw, str(path)
 
 
 def _file_name(path: Path, fallback: str) -> str:
@@ -186,14 +249,15 @@ def plan(
         for item in _layer_files(chosen.root, layer, env, context):
             entries[item.path] = item
     for text, relative in chosen.info.sample_files.items():
-        for path, origin in _sample_files(env, context, text, chosen.root / relative):
-            entries[path] = PlannedFile(path, "copy", str(origin))
+        for path, origin, unrendered in _sample_files(env, context, text, chosen.root / relative):
+            entries[path] = PlannedFile(path, "copy", str(origin), unrendered)
     for origin, file_name in (
         (served.model_path, "model_file_name"),
         (served.label_path, "label_file_name"),
     ):
         path = PurePosixPath(MODELS_DIR, context[file_name])
-        entries[path] = PlannedFile(path, "copy", str(origin))
+        unrendered = f"{MODELS_DIR}/{{{{ {file_name} }}}}"
+        entries[path] = PlannedFile(path, "copy", str(origin), unrendered)
     return [entries[path] for path in sorted(entries)]
 
 
@@ -209,25 +273,29 @@ def _layer_files(
         rendered = relative.name.endswith(TEMPLATE_SUFFIX)
         text = relative.as_posix().removesuffix(TEMPLATE_SUFFIX)
         path = render_path(env, text, context, name)
-        files.append(PlannedFile(path, "render" if rendered else "copy", name))
+        files.append(PlannedFile(path, "render" if rendered else "copy", name, text))
     for key, value in read_mapping(layer).items():
         path = render_path(env, value, context, f"{layer.mapping_file}: {key}")
-        files.append(PlannedFile(path, "render", f"{prefix}{TEMPLATE_FILES_DIR}/{key}"))
+        source = f"{prefix}{TEMPLATE_FILES_DIR}/{key}"
+        files.append(PlannedFile(path, "render", source, value.removeprefix("{}/")))
     return files
 
 
 def _sample_files(
     env: jinja2.Environment, context: dict[str, Any], text: str, source: Path
-) -> list[tuple[PurePosixPath, Path]]:
-    """A pattern's sample file, or every file of a sample folder, with its output path."""
+) -> list[tuple[PurePosixPath, Path, str]]:
+    """A pattern's sample file, or every file of a sample folder: output path, origin, template."""
     where = f"sample_files: {text}"
     base = render_path(env, text, context, where)
+    unrendered = text.removeprefix("{}/")
     if source.is_file():
-        return [(base, source)]
+        return [(base, source, unrendered)]
     if not source.is_dir():
         raise PackagingError(f"{where}: {source} does not exist")
-    files = sorted(path for path in source.rglob("*") if path.is_file())
-    return [(base / path.relative_to(source).as_posix(), path) for path in files]
+    files = sorted(
+        path.relative_to(source).as_posix() for path in source.rglob("*") if path.is_file()
+    )
+    return [(base / name, source / name, f"{unrendered}/{name}") for name in files]
 
 
 def render_all(
@@ -246,32 +314,23 @@ def render_all(
     return contents
 
 
-class _IndentedDumper(yaml.SafeDumper):
-    """Indent lists under their key, as yamllint and most editors expect."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        super().increase_indent(flow, False)
-
-
-def answers_text(
-    variables: Variables, chosen: Pattern, served: ServedModel, user_model: bool
-) -> str:
-    """The answers file: enough to regenerate or upgrade the project later."""
+def answers_record(
+    variables: Variables,
+    chosen: Pattern,
+    served: ServedModel,
+    user_model: bool,
+    template_version: str = TEMPLATE_VERSION,
+) -> dict[str, Any]:
+    """What the answers file records: enough to regenerate or upgrade the project later."""
     from builder_core import __version__
 
-    record = {
+    return {
         "builder_version": __version__,
+        "template_version": template_version,
         "pattern": chosen.name,
         "model": {
-            "source": "user" if user_model else f"sample:{chosen.info.sample_model}",
+            "source": "user" if user_model else f"{SAMPLE_SOURCE}{chosen.info.sample_model}",
             "sha256": served.signature.sha256,
         },
         "variables": variables.model_dump(mode="json"),
     }
-    header = (
-        "# Written by builder when this project was generated; upgrades read it. Do not edit.\n"
-    )
-    dumped = yaml.dump(
-        record, Dumper=_IndentedDumper, sort_keys=False, default_flow_style=False, width=100
-    )
-    return header + dumped

@@ -1,11 +1,12 @@
-"""Verifying rendered files and moving them into place, all or nothing."""
+"""Verifying rendered files and writing them into place, all or nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -129,3 +130,93 @@ def _swap_into_place(temp: Path, target: Path) -> None:
         backup.rename(target)
         raise
     shutil.rmtree(backup)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One file under a project's folder to write (``content``) or to delete (``None``)."""
+
+    path: PurePosixPath
+    content: FileContent | None
+
+
+def apply_changes(root: Path, changes: Sequence[Change]) -> None:
+    """Apply every change to the files under ``root``, or none of them.
+
+    New contents are staged in a hidden folder inside ``root`` first (so each one lands with a
+    rename on the same file system) and every file replaced or deleted is moved aside into it;
+    a failure puts every moved file back and removes the files and folders that were added.
+    """
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".builder-upgrade.", dir=root))
+    except OSError as err:
+        raise WriteError(f"{root}: cannot write the upgrade: {err.strerror or err}") from err
+    done: list[tuple[Path, Path | None]] = []
+    created: list[Path] = []
+    where = "the new files (in a temporary folder)"
+    try:
+        _stage(staging, changes)
+        for index, change in enumerate(changes):
+            where = str(change.path)
+            _apply_one(root / change.path, staging, index, change.content, done, created)
+    except BaseException as err:
+        _roll_back(done, created)
+        if not isinstance(err, OSError):
+            raise
+        raise WriteError(
+            f"{root}: nothing was changed: cannot write {where}: {err.strerror or err}"
+        ) from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _remove_emptied_folders(root, [change.path for change in changes if change.content is None])
+
+
+def _stage(staging: Path, changes: Sequence[Change]) -> None:
+    (staging / "new").mkdir()
+    (staging / "old").mkdir()
+    for index, change in enumerate(changes):
+        if change.content is not None:
+            path = staging / "new" / str(index)
+            path.write_bytes(change.content.data)
+            path.chmod(change.content.mode)
+
+
+def _apply_one(
+    target: Path,
+    staging: Path,
+    index: int,
+    content: FileContent | None,
+    done: list[tuple[Path, Path | None]],
+    created: list[Path],
+) -> None:
+    """Move the old file (if any) aside, then rename the staged one into place."""
+    backup = None
+    if target.exists() or target.is_symlink():
+        backup = staging / "old" / str(index)
+        target.rename(backup)
+    done.append((target, backup))
+    if content is not None:
+        _make_parents(target.parent, created)
+        (staging / "new" / str(index)).rename(target)
+
+
+def _roll_back(done: list[tuple[Path, Path | None]], created: list[Path]) -> None:
+    """Undo ``done`` in reverse; best effort, so one failure does not stop the rest."""
+    for target, backup in reversed(done):
+        with contextlib.suppress(OSError):
+            target.unlink(missing_ok=True)
+        if backup is not None:
+            with contextlib.suppress(OSError):
+                backup.rename(target)
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _remove_emptied_folders(root: Path, deleted: list[PurePosixPath]) -> None:
+    """Remove the folders that deleting files left empty (never ``root`` itself)."""
+    for path in deleted:
+        folder = (root / path).parent
+        while folder != root and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -11,55 +9,18 @@ import jinja2
 
 from builder_core.errors import ForbiddenPathError, TemplateError
 
+# The filters live where an exported cookiecutter template can use them too.
+from builder_core.portable import FILTERS, to_json, to_markdown_text, to_python
 
-def to_python(value: Any) -> str:
-    """A Python literal for plain data (str, numbers, lists, dicts, None, bools).
-
-    Strings use double quotes, as the formatter of the generated code writes them.
-    """
-    value = _defined(value)
-    if isinstance(value, str):
-        # A JSON string is a valid Python literal: the same escapes, and no others.
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(to_python(item) for item in value) + "]"
-    if isinstance(value, dict):
-        pairs = (f"{to_python(key)}: {to_python(item)}" for key, item in value.items())
-        return "{" + ", ".join(pairs) + "}"
-    if value is None or isinstance(value, bool | int | float):
-        return repr(value)
-    raise TypeError(f"cannot write {type(value).__name__} as a Python literal")
-
-
-def to_json(value: Any) -> str:
-    """Compact JSON; a JSON string is also a valid double-quoted YAML scalar."""
-    return json.dumps(_defined(value), ensure_ascii=False)
-
-
-MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]<>#|~])")
-MARKDOWN_LINE_START = re.compile(r"^(\s*)([-+]|\d+\.)(?=\s)", re.MULTILINE)
-
-
-def to_markdown_text(value: Any) -> str:
-    """Free text as Markdown that shows the text itself: no emphasis, links, headings or HTML."""
-    # CommonMark ends lines at \r too; one line ending keeps the line-start escapes complete.
-    text = str(_defined(value)).replace("\r\n", "\n").replace("\r", "\n")
-    text = MARKDOWN_SPECIALS.sub(r"\\\1", text)
-    return MARKDOWN_LINE_START.sub(_escape_list_marker, text)
-
-
-def _escape_list_marker(match: re.Match[str]) -> str:
-    """Escape the list marker that starts a line, so the line stays plain text."""
-    indent, marker = match[1], match[2]
-    escaped = f"{marker[:-1]}\\." if marker.endswith(".") else f"\\{marker}"
-    return indent + escaped
-
-
-def _defined(value: Any) -> Any:
-    # Filters receive an undefined value without StrictUndefined failing; make them fail the same.
-    if isinstance(value, jinja2.Undefined):
-        value._fail_with_undefined_error()
-    return value
+__all__ = [
+    "make_environment",
+    "render_path",
+    "render_template",
+    "safe_relative_path",
+    "to_json",
+    "to_markdown_text",
+    "to_python",
+]
 
 
 def make_environment(root: Path) -> jinja2.Environment:
@@ -70,9 +31,7 @@ def make_environment(root: Path) -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,  # noqa: S701 - the output is code and config, never HTML
     )
-    env.filters["py"] = to_python
-    env.filters["json"] = to_json
-    env.filters["md"] = to_markdown_text
+    env.filters.update(FILTERS)
     return env
 
 

@@ -14,6 +14,8 @@ from builder_core.errors import PackagingError
 
 COMMON_MAPPING = "correspond_file_path.yaml"
 DEFAULT_VARIABLES = "vars.yaml"
+HISTORY_DIR = "template_history"
+MIGRATIONS_FILE = "migrations.yaml"
 PATTERNS_DIR = "patterns"
 SAMPLE_MODELS_DIR = "sample_models"
 

@@ -102,3 +102,13 @@ def test_a_write_failure_exits_1_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot write" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_model_given_by_a_relative_path(tmp_path: Path) -> None:
+    (tmp_path / "churn.onnx").write_bytes((REPO / "sample_models/iris/model.onnx").read_bytes())
+    (tmp_path / "labels.json").write_text('["a", "b", "c"]')
+    result = run_builder(
+        "--name", "churn", "--model", "churn.onnx", "--labels", "labels.json", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "churn" / "models" / "churn.onnx").is_file()
