@@ -113,11 +113,15 @@ def _effective(container: dict[str, Any], pod: dict[str, Any], key: str) -> Any:
     return pod.get("securityContext", {}).get(key)
 
 
-def _container_problems(where: str, container: dict[str, Any], pod: dict[str, Any]) -> list[str]:
+def _container_problems(
+    where: str, container: dict[str, Any], pod: dict[str, Any], *, probed: bool = True
+) -> list[str]:
     problems: list[str] = []
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        if probe not in container:
+        if probed and probe not in container:
             problems.append(f"{where}: no {probe}")
+        if not probed and probe in container:
+            problems.append(f"{where}: {probe} on an init container (the API server refuses it)")
     resources = container.get("resources", {})
     for section in ("requests", "limits"):
         for resource in ("cpu", "memory"):
@@ -180,9 +184,14 @@ def contract_problems(docs: list[Any]) -> list[str]:
         if "replicas" in deployment["spec"]:
             problems.append(f"Deployment {name}: sets spec.replicas (the autoscaler owns it)")
         pod = deployment["spec"]["template"]["spec"]
-        for container in pod.get("initContainers", []) + pod["containers"]:
+        for container in pod["containers"]:
             where = f"Deployment {name} container {container['name']}"
             problems += _container_problems(where, container, pod)
+        for container in pod.get("initContainers", []):
+            where = f"Deployment {name} init container {container['name']}"
+            # Probes are allowed (and needed) only on a sidecar: restartPolicy Always.
+            sidecar = container.get("restartPolicy") == "Always"
+            problems += _container_problems(where, container, pod, probed=sidecar)
         if _serves_http(deployment):
             if not any(_targets(hpa, deployment) for hpa in hpas):
                 problems.append(f"Deployment {name}: no autoscaling/v2 HPA targets it")
@@ -228,8 +237,12 @@ def test_contract_check_catches_a_broken_deployment() -> None:
         "metadata": {"name": "svc"},
         "spec": {"replicas": 2, "template": {"spec": {"containers": [container]}}},
     }
+    init = {"name": "loader", "livenessProbe": {"exec": {"command": ["true"]}}}
+    deployment["spec"]["template"]["spec"]["initContainers"] = [init]  # type: ignore[index]
     problems = "\n".join(contract_problems([deployment]))
     for expected in (
+        "init container loader: livenessProbe on an init container",
+        "init container loader: no resources.requests.cpu",
         "sets spec.replicas",
         "no startupProbe",
         "no resources.limits.memory",

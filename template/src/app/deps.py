@@ -36,7 +36,11 @@ async def infer(settings: Settings, predict: Callable[[Any], Any], rows: Any) ->
     return predict(rows)
 
 
+def json_body(content: Any) -> bytes:
+    """JSON bytes, numpy arrays included, in one pass of orjson."""
+    return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def json_response(content: Any, status_code: int = 200) -> Response:
-    """Serialise once with orjson (numpy arrays included) instead of through the response model."""
-    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
-    return Response(body, status_code=status_code, media_type="application/json")
+    """Serialise once with orjson instead of through the response model."""
+    return Response(json_body(content), status_code=status_code, media_type="application/json")

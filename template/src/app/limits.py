@@ -31,7 +31,7 @@ class BodySizeLimit:
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
             await _drain(receive, 0 if declared > DRAIN_LIMIT else declared)
-            await self._refuse(send)
+            await refuse(send, self.max_bytes)
             return
         started = False
         seen = 0
@@ -55,22 +55,45 @@ class BodySizeLimit:
             if started:
                 raise
             await _drain(receive, DRAIN_LIMIT)
-            await self._refuse(send)
+            await refuse(send, self.max_bytes)
 
-    async def _refuse(self, send: Send) -> None:
-        body = f'{{"detail":"request body exceeds {self.max_bytes} bytes"}}'.encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+
+async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
+    """The whole request body; BodyTooLargeError (after draining) if it exceeds ``max_bytes``."""
+    declared = _content_length(scope)
+    if declared is not None and declared > max_bytes:
+        await _drain(receive, 0 if declared > DRAIN_LIMIT else declared)
+        raise BodyTooLargeError
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            await _drain(receive, DRAIN_LIMIT)
+            raise BodyTooLargeError
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def refuse(send: Send, max_bytes: int) -> None:
+    """Answer 413 and close the connection."""
+    body = f'{{"detail":"request body exceeds {max_bytes} bytes"}}'.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _drain(receive: Receive, limit: int) -> None:

@@ -40,6 +40,7 @@ class Settings:
     max_body_bytes: int
     onnx_threads: int
     offload_inference: bool
+    fast_path: bool
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -53,6 +54,7 @@ class Settings:
             max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", 1048576),
             onnx_threads=_positive_int(env, "ONNX_THREADS", 1),
             offload_inference=_flag(env, "OFFLOAD_INFERENCE", False),
+            fast_path=_flag(env, "FAST_PATH", True),
         )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -16,11 +18,15 @@ async def validation_error(_request: Request, exc: Exception) -> Response:
     """422 with ``loc``, ``msg`` and ``type`` of each problem; the input itself is left out."""
     if not isinstance(exc, RequestValidationError):
         raise exc
-    detail = [
-        {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
-        for error in exc.errors()
+    return json_response({"detail": error_detail(exc.errors())}, status_code=422)
+
+
+def error_detail(errors: Sequence[Any], prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Where each problem is (``loc``), what it is (``msg``) and its ``type``; never the input."""
+    return [
+        {"loc": [*prefix, *error["loc"]], "msg": error["msg"], "type": error["type"]}
+        for error in errors
     ]
-    return json_response({"detail": detail}, status_code=422)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -5,6 +5,7 @@ Gunicorn calls the factory (``src.app.main:create_app()``), so importing this mo
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from fastapi import FastAPI
 
 from src.app import config, errors
 from src.app.config import Settings
+from src.app.fast import FastRoutes
 from src.app.limits import BodySizeLimit
 from src.app.routers import health, predict
 from src.ml.classifier import Classifier
@@ -29,6 +31,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     classifier.self_test(config.DATA_SAMPLE)
     app.state.classifier = classifier
+    # Everything loaded so far lives as long as the worker: keep the collector from rescanning it.
+    gc.collect()
+    gc.freeze()
     app.state.ready = True
     logger.info("model ready: %s sha256=%s", classifier.model_path, classifier.sha256)
     yield
@@ -50,4 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(predict.router)
+    if app.state.settings.fast_path:
+        # Added last, so it runs inside any middleware added to the app after this.
+        app.add_middleware(FastRoutes)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Response, status
 
-from src.app.config import DATA_SAMPLE
+from src.app.config import DATA_SAMPLE, Settings
 from src.app.deps import ClassifierDep, SettingsDep, infer, json_response
 from src.app.schemas import ErrorResponse, LabelsResponse, PredictRequest, ScoresResponse
 
@@ -16,12 +16,17 @@ REFUSALS: dict[int | str, dict[str, object]] = {
 }
 
 
-def _rows(payload: PredictRequest, settings: SettingsDep) -> list[object]:
-    if len(payload.data) > settings.max_rows:
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            f"data: {len(payload.data)} rows; at most {settings.max_rows} per request",
-        )
+def too_many_rows(count: int, settings: Settings) -> str | None:
+    """Why ``count`` rows are refused, or None when they are within the limit."""
+    if count > settings.max_rows:
+        return f"data: {count} rows; at most {settings.max_rows} per request"
+    return None
+
+
+def _rows(payload: PredictRequest, settings: Settings) -> list[object]:
+    refusal = too_many_rows(len(payload.data), settings)
+    if refusal is not None:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, refusal)
     return payload.data
 
 
