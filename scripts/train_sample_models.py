@@ -17,11 +17,12 @@ with those versions produces byte-identical files.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,13 @@ import onnx
 import onnxruntime as ort
 import skl2onnx
 import sklearn
+from PIL import Image
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.base import ClassifierMixin
-from sklearn.datasets import load_iris
+from sklearn.datasets import load_digits, load_iris
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +68,8 @@ class SampleModel:
     n_features: int
     data_sample: np.ndarray
     check_rows: np.ndarray
+    # Files written beside the model (relative path → bytes), such as a sample data store.
+    extra_files: dict[str, bytes] = field(default_factory=dict)
 
 
 def build_iris() -> SampleModel:
@@ -83,8 +89,79 @@ def build_iris() -> SampleModel:
     )
 
 
+# The digits sample: a store of PNG images and a classifier of their preprocessed tensors.
+DIGITS_STORED_SIDE = 32  # the 8x8 digits are stored upscaled, so that resizing is real work
+DIGITS_INPUT_SIDE = 16  # the model sees a 16x16 grayscale image, flattened
+DIGITS_STORE_SIZE = 300  # the last 300 digits, held out of training, form the data store
+
+
+def digit_png(pixels: np.ndarray) -> bytes:
+    """An 8x8 digit (values 0..16) as a 32x32 grayscale PNG with no metadata chunks."""
+    small = Image.fromarray(np.round(pixels * (255 / 16)).astype(np.uint8))
+    large = small.resize((DIGITS_STORED_SIDE, DIGITS_STORED_SIDE), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    large.save(buffer, format="PNG", compress_level=9)
+    return buffer.getvalue()
+
+
+def preprocess_digit(data: bytes) -> np.ndarray:
+    """The data-cache services' preprocessing, which they must keep identical.
+
+    Decode, convert to 8-bit grayscale, resize to 16x16 with bilinear filtering, scale to [0, 1]
+    as float32 and flatten row by row.
+    """
+    with Image.open(io.BytesIO(data)) as image:
+        gray = image.convert("L").resize(
+            (DIGITS_INPUT_SIDE, DIGITS_INPUT_SIDE), Image.Resampling.BILINEAR
+        )
+    return (np.asarray(gray, dtype=np.float32) / np.float32(255.0)).reshape(-1)
+
+
+def build_digits() -> SampleModel:
+    """Train a logistic regression on preprocessed PNGs of scikit-learn's bundled digits."""
+    dataset = load_digits()
+    images = [digit_png(pixels) for pixels in dataset.images]
+    features = np.stack([preprocess_digit(data) for data in images])
+    split = len(images) - DIGITS_STORE_SIZE
+    classifier = LogisticRegression(max_iter=5000)
+    classifier.fit(features[:split], dataset.target[:split])
+    store = {f"images/digit-{index:04d}.png": data for index, data in enumerate(images[split:])}
+    return SampleModel(
+        name="digits",
+        classifier=classifier,
+        class_names=[str(digit) for digit in range(10)],
+        n_features=features.shape[1],
+        # The first stored image (digit-0000.png), as the service preprocesses it.
+        data_sample=features[split : split + 1],
+        check_rows=features[split:],
+        extra_files=store,
+    )
+
+
+def build_iris_slow() -> SampleModel:
+    """Train a large random forest on the iris data: the sync-async pattern's slow model.
+
+    Same input and classes as ``iris``, so both answer the same request; 300 fully grown trees
+    make it the heavier of the two.
+    """
+    dataset = load_iris()
+    features = np.asarray(dataset.data, dtype=np.float64)
+    classifier = RandomForestClassifier(n_estimators=300, random_state=RANDOM_STATE)
+    classifier.fit(features, dataset.target)
+    return SampleModel(
+        name="iris-slow",
+        classifier=classifier,
+        class_names=[str(name) for name in dataset.target_names],
+        n_features=features.shape[1],
+        data_sample=features[:1],
+        check_rows=features,
+    )
+
+
 REGISTRY: dict[str, Callable[[], SampleModel]] = {
     "iris": build_iris,
+    "iris-slow": build_iris_slow,
+    "digits": build_digits,
 }
 
 
@@ -159,6 +236,9 @@ def write_sample(sample: SampleModel, output_dir: Path) -> Path:
     (model_dir / "reference.json").write_text(
         to_json_text(build_reference(sample)), encoding="utf-8", newline="\n"
     )
+    for relative, data in sorted(sample.extra_files.items()):
+        (model_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        (model_dir / relative).write_bytes(data)
     return model_dir
 
 

@@ -1,0 +1,97 @@
+"""Assembles the application: settings, lifespan (model, data store, cache), limits and routers.
+
+Gunicorn calls the factory (``src.app.main:create_app()``), so importing this module does no work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from src.app import config, errors
+from src.app.config import Settings, SettingsError
+from src.app.limits import BodySizeLimit
+from src.app.routers import health, predict
+from src.data.cache import TensorCache, key_prefix, redacted
+from src.data.store import DataStore, InvalidDataIdError, validate_data_id
+from src.ml.classifier import Classifier, ModelLoadError
+from src.ml.preprocess import tensor_shape
+
+logger = logging.getLogger(__name__)
+
+
+def load_classifier(settings: Settings) -> Classifier:
+    """The model, checked to take what preprocessing makes and tested on the sample rows."""
+    classifier = Classifier.load(
+        settings.model_filepath, settings.label_filepath, config.OUTPUT_NAME, settings.onnx_threads
+    )
+    row_shape = classifier.metadata()["inputs"][0]["shape"][1:]
+    if tuple(row_shape) != tensor_shape(config.IMAGE_SIDE):
+        raise ModelLoadError(
+            f"{settings.model_filepath}: takes rows of shape {row_shape}, but preprocessing makes "
+            f"{list(tensor_shape(config.IMAGE_SIDE))} ({config.IMAGE_SIDE}x{config.IMAGE_SIDE} "
+            "pixels)"
+        )
+    classifier.self_test(config.load_data_sample())
+    return classifier
+
+
+def open_cache(settings: Settings, store: DataStore) -> TensorCache:
+    """The Redis tensor cache; nothing connects until it is used."""
+    return TensorCache.connect(
+        settings.redis_url,
+        key_prefix(config.SERVICE_NAME, store.uri, config.IMAGE_SIDE),
+        settings.cache_ttl_seconds,
+        tensor_shape(config.IMAGE_SIDE),
+        settings.redis_timeout_seconds,
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the model once per worker and test it; connect the store and the cache."""
+    settings: Settings = app.state.settings
+    try:
+        validate_data_id(config.SAMPLE_DATA_ID)
+    except InvalidDataIdError as err:
+        raise SettingsError(f"sample_data_id {config.SAMPLE_DATA_ID!r}: {err}") from None
+    classifier = load_classifier(settings)
+    store = DataStore(settings.data_uri, settings.max_item_bytes)
+    cache = open_cache(settings, store)
+    app.state.classifier, app.state.store, app.state.cache = classifier, store, cache
+    # Redis being down does not stop the service from starting: it serves uncached meanwhile.
+    health_now = await cache.check()
+    app.state.ready = True
+    logger.info("model ready: %s sha256=%s", classifier.model_path, classifier.sha256)
+    logger.info(
+        "data store %s; cache %s at %s (ttl %d s)",
+        store.uri,
+        health_now,
+        redacted(settings.redis_url),
+        settings.cache_ttl_seconds,
+    )
+    yield
+    # Stop advertising readiness first, so a load balancer drains this worker during shutdown.
+    app.state.ready = False
+    await cache.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service; ``settings`` default to the environment."""
+    app = FastAPI(
+        title=config.SERVICE_NAME,
+        version=config.SERVICE_VERSION,
+        description=config.DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or Settings.from_env()
+    config.configure_logging(app.state.settings.log_level)
+    app.state.ready = False
+    app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_body_bytes)
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(predict.router)
+    return app

@@ -1,0 +1,131 @@
+"""Settings of the service, read from the environment once at start-up.
+
+Defaults point inside the project, so the service runs from its own folder with no setup: the data
+store is the project's ``data/`` folder and Redis is expected on 127.0.0.1:6379.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SERVICE_NAME = "data-cache"
+SERVICE_VERSION = "0.1.0"
+DESCRIPTION = "Classifies handwritten digits named by ID, caching preprocessed images in Redis."
+BUILDER_VERSION = "0.1.0"
+PATTERN = "data-cache"
+MODEL_FILE_NAME = "digits_logreg.onnx"
+LABEL_FILE_NAME = "label.json"
+# Read from the model file when the service was generated.
+OUTPUT_NAME = "probabilities"
+MODEL_SHA256 = "c6939c91c5048999d1661ddd7c079e53eb6ab9f59c1e8a6e980dd597ce592666"
+MODEL_PRODUCER = "skl2onnx 1.20.0"
+# The data item /predict/test predicts, end to end.
+SAMPLE_DATA_ID = "digit-0000.png"
+# Preprocessing resizes every image to IMAGE_SIDE x IMAGE_SIDE pixels (the model's input size).
+IMAGE_SIDE = 16
+# Model-input rows the model is tested with at start-up (data_sample in the variables).
+DATA_SAMPLE_FILE = Path(__file__).with_name("data_sample.json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service (and the warm command) reads from its environment."""
+
+    model_filepath: Path
+    label_filepath: Path
+    max_body_bytes: int
+    onnx_threads: int
+    offload_inference: bool
+    data_uri: str
+    max_item_bytes: int
+    redis_url: str
+    cache_ttl_seconds: int
+    redis_timeout_seconds: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings; a bad value is a SettingsError naming the variable."""
+        env = os.environ if environ is None else environ
+        models = PROJECT_ROOT / "models"
+        return cls(
+            model_filepath=Path(env.get("MODEL_FILEPATH", models / MODEL_FILE_NAME)),
+            label_filepath=Path(env.get("LABEL_FILEPATH", models / LABEL_FILE_NAME)),
+            max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", 65536),
+            onnx_threads=_positive_int(env, "ONNX_THREADS", 1),
+            offload_inference=_flag(env, "OFFLOAD_INFERENCE", False),
+            data_uri=env.get("DATA_URI") or str(PROJECT_ROOT / "data"),
+            max_item_bytes=_positive_int(env, "MAX_ITEM_BYTES", 4 * 1024 * 1024),
+            redis_url=_redis_url(env),
+            cache_ttl_seconds=_positive_int(env, "CACHE_TTL_SECONDS", 3600),
+            redis_timeout_seconds=_positive_int(env, "REDIS_TIMEOUT_MS", 250) / 1000,
+            log_level=_choice(env, "LOG_LEVEL", "info", LOG_LEVELS),
+        )
+
+
+def load_data_sample() -> list[Any]:
+    """The start-up test rows."""
+    rows: list[Any] = json.loads(DATA_SAMPLE_FILE.read_text(encoding="utf-8"))
+    return rows
+
+
+def configure_logging(level: str) -> None:
+    """The service's own lines (cache hits and misses among them) go to stdout beside gunicorn's."""
+    logger = logging.getLogger("src")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+        )
+        logger.addHandler(handler)
+    logger.setLevel(level.upper())
+
+
+def _redis_url(env: Mapping[str, str]) -> str:
+    url = env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"REDIS_URL={url!r}: expected redis://host:port/db")
+    return url
+
+
+def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r}: expected a positive integer") from None
+    if value < 1:
+        raise SettingsError(f"{key}={raw!r}: expected a positive integer")
+    return value
+
+
+def _flag(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{key}={raw!r}: expected true or false")
+
+
+def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(key, default).lower()
+    if raw not in choices:
+        raise SettingsError(f"{key}={raw!r}: expected one of {', '.join(choices)}")
+    return raw

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Smoke test of a running model-in-image service, with nothing but the standard library.
+
+    python3 smoke.py [BASE_URL]     (default http://127.0.0.1:8000)
+
+Waits for /ready, then checks the endpoints a client relies on. Exit 0 when all pass, 1 with the
+failing check otherwise. Use it after `make docker-run`, a deployment, or a port-forward.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+SAMPLE = [[5.1, 3.5, 1.4, 0.2]]
+READY_SECONDS = 60
+
+
+class SmokeError(Exception):
+    """A check failed."""
+
+
+def call(base: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """GET ``path`` (or POST ``body`` as JSON); the status and the decoded answer."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        base + path, data=data, headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def wait_ready(base: str) -> None:
+    """Poll /ready until it answers 200."""
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            if call(base, "/ready")[0] == 200:
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise SmokeError(f"{base}/ready was not 200 within {READY_SECONDS} s")
+
+
+def expect(condition: bool, what: str) -> None:
+    """Fail the smoke test with ``what`` unless ``condition`` holds."""
+    if not condition:
+        raise SmokeError(what)
+    print(f"ok  {what}")
+
+
+def check(base: str) -> None:
+    """The checks, in the order a client meets them."""
+    wait_ready(base)
+    expect(call(base, "/health")[0] == 200, "GET /health is 200")
+    status, meta = call(base, "/metadata")
+    expect(status == 200 and len(meta["model_sha256"]) == 64, "GET /metadata names the model")
+    status, scores = call(base, "/predict", {"data": SAMPLE})
+    expect(status == 200 and len(scores["prediction"]) == len(SAMPLE), "POST /predict scores rows")
+    status, labels = call(base, "/predict/label", {"data": SAMPLE})
+    names = set(meta["labels"])
+    expect(status == 200 and set(labels["prediction"]) <= names, "POST /predict/label labels rows")
+    status, _ = call(base, "/predict", {"data": [["not a number"]]})
+    expect(status == 422, "POST /predict refuses a bad row with 422")
+
+
+def main() -> int:
+    """Run the checks against the URL given (or the default)."""
+    base = (sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8000").rstrip("/")
+    try:
+        check(base)
+    except (SmokeError, OSError, KeyError, ValueError) as err:
+        print(f"FAILED  {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Settings of the service, read from the environment once at start-up.
+
+Defaults point inside the project, so the service runs from its own folder with no setup.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SERVICE_NAME = "model-in-image"
+SERVICE_VERSION = "0.1.0"
+DESCRIPTION = "Classifies iris flowers into three species from four measurements."
+BUILDER_VERSION = "0.1.0"
+PATTERN = "model-in-image"
+MODEL_FILE_NAME = "iris_svc.onnx"
+LABEL_FILE_NAME = "label.json"
+# Read from the model file when the service was generated.
+OUTPUT_NAME = "probabilities"
+MODEL_SHA256 = "66b06d8e86d8716b2ff065744352ff0c75f175e94ee7a66614391dcb279b48e4"
+MODEL_PRODUCER = "skl2onnx 1.20.0"
+# The sample request the service tests itself with at start-up and serves at /predict/test.
+DATA_SAMPLE = [[5.1, 3.5, 1.4, 0.2]]
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment."""
+
+    model_filepath: Path
+    label_filepath: Path
+    max_rows: int
+    max_body_bytes: int
+    onnx_threads: int
+    offload_inference: bool
+    fast_path: bool
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings; a bad value is a SettingsError naming the variable."""
+        env = os.environ if environ is None else environ
+        models = PROJECT_ROOT / "models"
+        return cls(
+            model_filepath=Path(env.get("MODEL_FILEPATH", models / MODEL_FILE_NAME)),
+            label_filepath=Path(env.get("LABEL_FILEPATH", models / LABEL_FILE_NAME)),
+            max_rows=_positive_int(env, "MAX_ROWS", 1000),
+            max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", 1048576),
+            onnx_threads=_positive_int(env, "ONNX_THREADS", 1),
+            offload_inference=_flag(env, "OFFLOAD_INFERENCE", False),
+            fast_path=_flag(env, "FAST_PATH", True),
+        )
+
+
+def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r}: expected a positive integer") from None
+    if value < 1:
+        raise SettingsError(f"{key}={raw!r}: expected a positive integer")
+    return value
+
+
+def _flag(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{key}={raw!r}: expected true or false")

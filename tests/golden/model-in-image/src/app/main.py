@@ -1,0 +1,61 @@
+"""Assembles the application: settings, model lifespan, limits, error handlers and routers.
+
+Gunicorn calls the factory (``src.app.main:create_app()``), so importing this module does no work.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from src.app import config, errors
+from src.app.config import Settings
+from src.app.fast import FastRoutes
+from src.app.limits import BodySizeLimit
+from src.app.routers import health, predict
+from src.ml.classifier import Classifier
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the model once per worker and test it before the worker reports ready."""
+    settings: Settings = app.state.settings
+    classifier = Classifier.load(
+        settings.model_filepath, settings.label_filepath, config.OUTPUT_NAME, settings.onnx_threads
+    )
+    classifier.self_test(config.DATA_SAMPLE)
+    app.state.classifier = classifier
+    # Everything loaded so far lives as long as the worker: keep the collector from rescanning it.
+    gc.collect()
+    gc.freeze()
+    app.state.ready = True
+    logger.info("model ready: %s sha256=%s", classifier.model_path, classifier.sha256)
+    yield
+    # Stop advertising readiness first, so a load balancer drains this worker during shutdown.
+    app.state.ready = False
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service; ``settings`` default to the environment."""
+    app = FastAPI(
+        title=config.SERVICE_NAME,
+        version=config.SERVICE_VERSION,
+        description=config.DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or Settings.from_env()
+    app.state.ready = False
+    app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_body_bytes)
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(predict.router)
+    if app.state.settings.fast_path:
+        # Added last, so it runs inside any middleware added to the app after this.
+        app.add_middleware(FastRoutes)
+    return app

@@ -1,0 +1,342 @@
+"""Put the served model in place before the server starts: ``python -m src.loader``.
+
+The model comes from MODEL_URI (``file://``, ``http(s)://``, ``s3://`` or ``gs://``; the stores
+other than files need the clients pinned in requirements-loader.txt), must have the sha256
+MODEL_SHA256, and is written to MODEL_FILEPATH. It is downloaded under a temporary name beside the
+target and renamed only once verified, so a partial or unverified file is never seen there. Network
+errors are retried with exponential backoff; a model already in place with the right sha256 is not
+fetched again. Options of a store's client come from fsspec's ``FSSPEC_<PROTOCOL>_<OPTION>``
+variables (``FSSPEC_S3_ENDPOINT_URL`` for an S3-compatible store) or the client's own ones
+(``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``).
+
+Exit status: 0 loaded or already in place, 2 bad settings, 3 not found, 4 checksum mismatch,
+5 access refused, 6 retries exhausted, 143 stopped by SIGTERM. A failure is one line on stderr and
+leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib
+import logging
+import math
+import os
+import random
+import re
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+MODEL_FILE_NAME = "iris_svc.onnx"
+DEFAULT_URI = ""
+DEFAULT_SHA256 = "66b06d8e86d8716b2ff065744352ff0c75f175e94ee7a66614391dcb279b48e4"
+# The package each store needs beside fsspec (requirements-loader.txt pins them all).
+CLIENTS = {
+    "file": "fsspec",
+    "http": "aiohttp",
+    "https": "aiohttp",
+    "s3": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+}
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+CHUNK_BYTES = 1 << 20
+MAX_DELAY_SECONDS = 60.0
+# Errors of the stores' clients that no retry can fix, and those that mean the transfer was cut.
+REFUSED = ("botocore.exceptions:NoCredentialsError", "google.auth.exceptions:GoogleAuthError")
+DROPPED = (
+    "aiohttp:ClientPayloadError",
+    "aiohttp:ServerDisconnectedError",
+    "botocore.exceptions:IncompleteReadError",
+    "botocore.exceptions:ResponseStreamingError",
+)
+
+
+class LoadError(Exception):
+    """The model could not be put in place; the message is the one line an operator reads."""
+
+    exit_code = 1
+
+
+class SettingsError(LoadError):
+    """A setting (MODEL_URI, MODEL_SHA256, MODEL_FILEPATH, retries) is missing or invalid."""
+
+    exit_code = 2
+
+
+class NotFoundError(LoadError):
+    """The store says there is no model at MODEL_URI."""
+
+    exit_code = 3
+
+
+class ChecksumError(LoadError):
+    """The model was fetched whole, but its sha256 is not MODEL_SHA256."""
+
+    exit_code = 4
+
+
+class RefusedError(LoadError):
+    """The store refused access (credentials, permissions): retrying would not help."""
+
+    exit_code = 5
+
+
+class TransferError(LoadError):
+    """Every attempt failed on the network: refused, timed out, or dropped mid-transfer."""
+
+    exit_code = 6
+
+
+class RetryableError(Exception):
+    """One attempt failed in a way another attempt may not."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to load, what it must be, and where it goes."""
+
+    uri: str
+    sha256: str
+    target: Path
+    attempts: int
+    backoff_seconds: float
+
+
+def parse_job(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Job:
+    """The job from the command line, each option defaulting to its environment variable."""
+    parser = argparse.ArgumentParser(
+        prog="python -m src.loader",
+        description="Fetch the model, verify its sha256 and move it into place.",
+    )
+    default_target = PROJECT_ROOT / "models" / MODEL_FILE_NAME
+    option = parser.add_argument
+    option("--uri", default=environ.get("MODEL_URI") or DEFAULT_URI, help="MODEL_URI")
+    option("--sha256", default=environ.get("MODEL_SHA256") or DEFAULT_SHA256, help="MODEL_SHA256")
+    option("--output", default=environ.get("MODEL_FILEPATH") or str(default_target))
+    option("--attempts", default=environ.get("LOADER_ATTEMPTS", "5"), help="LOADER_ATTEMPTS")
+    option("--backoff", default=environ.get("LOADER_BACKOFF_SECONDS", "1"), help="first wait (s)")
+    args = parser.parse_args(argv)
+    return Job(
+        uri=_uri(args.uri.strip()),
+        sha256=_sha256_setting(args.sha256),
+        target=Path(args.output),
+        attempts=_count("LOADER_ATTEMPTS", args.attempts),
+        backoff_seconds=_seconds("LOADER_BACKOFF_SECONDS", args.backoff),
+    )
+
+
+def _uri(uri: str) -> str:
+    if not uri:
+        raise SettingsError("MODEL_URI is not set: the file://, http(s)://, s3:// or gs:// model")
+    scheme = uri.partition("://")[0].lower() if "://" in uri else ""
+    if scheme not in CLIENTS:
+        raise SettingsError(f"MODEL_URI={uri!r}: expected file://, http(s)://, s3:// or gs://")
+    if uri.endswith("/"):
+        raise SettingsError(f"MODEL_URI={uri!r} names a folder, not the model file")
+    return uri
+
+
+def _sha256_setting(value: str) -> str:
+    digest = value.strip().lower()
+    if not SHA256_HEX.match(digest):
+        raise SettingsError(f"MODEL_SHA256={value!r}: expected 64 hexadecimal digits")
+    return digest
+
+
+def _count(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number, at least 1")
+    return value
+
+
+def _seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:
+        raise SettingsError(f"{name}={raw!r}: expected a number of seconds, at least 0")
+    return value
+
+
+def load(job: Job, say: Callable[[str], None]) -> str:
+    """Put the model at ``job.target``; what was done, in one line."""
+    job.target.parent.mkdir(parents=True, exist_ok=True)
+    # One loader per volume: a temporary file left here was left by an attempt that was killed.
+    for stale in job.target.parent.glob(f".{job.target.name}.*.part"):
+        stale.unlink(missing_ok=True)
+    if job.target.is_file() and file_sha256(job.target) == job.sha256:
+        return f"{job.target} is already in place (sha256 {job.sha256}); not fetched again"
+    store, path = open_store(job.uri)
+    part = fetch(job, store, path, say)
+    try:
+        digest = file_sha256(part)
+        if digest != job.sha256:
+            raise ChecksumError(
+                f"checksum mismatch: {job.uri} has sha256 {digest}, MODEL_SHA256 is {job.sha256}"
+            )
+        part.chmod(0o644)
+        part.replace(job.target)
+    finally:
+        part.unlink(missing_ok=True)
+    _sync_folder(job.target.parent)
+    return f"loaded {job.uri} into {job.target} (sha256 {job.sha256} verified)"
+
+
+def open_store(uri: str) -> tuple[Any, str]:
+    """The fsspec filesystem for ``uri`` and the path on it."""
+    scheme = uri.partition("://")[0].lower()
+    try:
+        import fsspec
+
+        store, path = fsspec.core.url_to_fs(uri)
+    except ImportError as err:
+        raise SettingsError(
+            f"{scheme}:// needs {CLIENTS[scheme]} (pip install -r requirements-loader.txt): {err}"
+        ) from err
+    except ValueError as err:
+        raise SettingsError(f"MODEL_URI={uri!r}: {_one_line(err)}") from err
+    if scheme == "file" and Path(path).is_dir():
+        raise SettingsError(f"MODEL_URI={uri!r} names a folder, not the model file")
+    return store, path
+
+
+def fetch(job: Job, store: Any, path: str, say: Callable[[str], None]) -> Path:
+    """Download into a temporary file beside the target, retrying what may pass; that file."""
+    attempt = 1
+    while True:
+        handle, name = tempfile.mkstemp(
+            prefix=f".{job.target.name}.", suffix=".part", dir=job.target.parent
+        )
+        os.close(handle)
+        part = Path(name)
+        try:
+            _copy(store, path, part, job.uri)
+            return part
+        except RetryableError as err:
+            part.unlink(missing_ok=True)
+            if attempt >= job.attempts:
+                raise TransferError(
+                    f"retries exhausted after {attempt} attempts: {err} ({job.uri})"
+                ) from err
+            delay = _delay(job.backoff_seconds, attempt)
+            say(f"attempt {attempt}/{job.attempts} failed: {err}; retrying in {delay:.1f} s")
+            time.sleep(delay)
+            attempt += 1
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+
+
+def _copy(store: Any, path: str, part: Path, uri: str) -> None:
+    """One attempt; a store client's error becomes a LoadError, or a RetryableError."""
+    try:
+        store.get_file(path, str(part))
+    # The stores' clients raise many unrelated types; each is sorted out below.
+    except Exception as err:
+        received = part.stat().st_size if part.exists() else 0
+        raise _classify(err, uri, received) from err
+
+
+def _classify(err: Exception, uri: str, received: int) -> Exception:
+    # aiohttp names an HTTP status "status", the Google clients "code".
+    status = getattr(err, "status", None) or getattr(err, "code", None)
+    if isinstance(err, FileNotFoundError) or status == 404:
+        return NotFoundError(f"not found: {uri}")
+    refused_status = isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
+    if isinstance(err, PermissionError) or refused_status or isinstance(err, _types(REFUSED)):
+        return RefusedError(f"access refused: {uri}: {_one_line(err)}")
+    if isinstance(err, _types(DROPPED)) or received:
+        return RetryableError(
+            f"connection dropped mid-transfer after {received} bytes: {_one_line(err)}"
+        )
+    return RetryableError(f"network error: {type(err).__name__}: {_one_line(err)}")
+
+
+def _types(names: Sequence[str]) -> tuple[type[BaseException], ...]:
+    """The exception classes named ``module:Class`` whose client is installed."""
+    found: list[type[BaseException]] = []
+    for name in names:
+        module_name, _, attribute = name.partition(":")
+        with contextlib.suppress(ImportError):
+            found.append(getattr(importlib.import_module(module_name), attribute))
+    return tuple(found)
+
+
+def _delay(base: float, attempt: int) -> float:
+    # Jitter: pods started together (a rollout) must not hit the store in lockstep.
+    return min(MAX_DELAY_SECONDS, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+def _one_line(err: BaseException) -> str:
+    return _squeeze(str(err)) or type(err).__name__
+
+
+def _squeeze(text: str) -> str:
+    return " ".join(text.split())
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in chunks; its data is flushed to disk on the way."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+        os.fsync(handle.fileno())
+    return digest.hexdigest()
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename durable; a filesystem that cannot sync a folder is left as it is."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class _OneLine(logging.Formatter):
+    """The store clients' own log records, one line each, without their tracebacks."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"model-loader: {record.name}: {_squeeze(record.getMessage())}"
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    # A pod deleted while loading: unwind as for an error, so the temporary file is removed.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the loader; the exit status."""
+    signal.signal(signal.SIGTERM, _terminate)
+    # stderr is kept for the one line that says why the loader failed; the rest goes to stdout.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_OneLine())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    try:
+        message = load(parse_job(argv, os.environ), lambda line: print(f"model-loader: {line}"))
+    except LoadError as err:
+        print(f"model-loader: {err}", file=sys.stderr)
+        return err.exit_code
+    print(f"model-loader: {message}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""A cap on request body size, enforced before the body is parsed.
+
+One large body must not push a worker past its memory limit, so the size is checked from the
+``Content-Length`` header and again while the body streams in (chunked uploads have no header).
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# A refused body is still read (and dropped) up to this many bytes, so that an ordinary client gets
+# the 413 instead of a broken pipe; beyond it the connection is simply closed after the answer.
+DRAIN_LIMIT = 64 * 1024 * 1024
+
+
+class BodyTooLargeError(Exception):
+    """The body grew past the limit while it was being read."""
+
+
+class BodySizeLimit:
+    """Pure ASGI middleware: 413 for any HTTP request whose body exceeds ``max_bytes``."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await _drain(receive, 0 if declared > DRAIN_LIMIT else declared)
+            await refuse(send, self.max_bytes)
+            return
+        started = False
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise BodyTooLargeError
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLargeError:
+            if started:
+                raise
+            await _drain(receive, DRAIN_LIMIT)
+            await refuse(send, self.max_bytes)
+
+
+async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
+    """The whole request body; BodyTooLargeError (after draining) if it exceeds ``max_bytes``."""
+    declared = _content_length(scope)
+    if declared is not None and declared > max_bytes:
+        await _drain(receive, 0 if declared > DRAIN_LIMIT else declared)
+        raise BodyTooLargeError
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            await _drain(receive, DRAIN_LIMIT)
+            raise BodyTooLargeError
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def refuse(send: Send, max_bytes: int) -> None:
+    """Answer 413 and close the connection."""
+    body = f'{{"detail":"request body exceeds {max_bytes} bytes"}}'.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Receive, limit: int) -> None:
+    """Read and drop the rest of the body, up to ``limit`` bytes."""
+    dropped = 0
+    while dropped < limit:
+        message = await receive()
+        dropped += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
