@@ -11,13 +11,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from builder_core import BuilderError, BuildResult, __version__, build
 from builder_core.cookiecutter_export import export_cookiecutter
-from builder_core.errors import EXIT_CANNOT_TELL, EXIT_CONFLICTS, EXIT_OUTDATED
+from builder_core.errors import EXIT_CANNOT_TELL, EXIT_CONFLICTS, EXIT_OUTDATED, VariablesError
 from builder_core.patterns import load_pattern, pattern_names
 from builder_core.upgrade import CheckResult, UpgradeResult, check, upgrade
 
@@ -93,11 +93,13 @@ def cli(
     if ctx.invoked_subcommand is not None:
         _refuse_generation_options(ctx)
         return
+    chosen_file = _variables(variable_file)
     result = _guarded(
-        lambda: build(
+        lambda: _explained(
+            chosen_file is not None and variable_file is None,
             name=name,
             pattern=pattern,
-            variable_file=_variables(variable_file),
+            variable_file=chosen_file,
             correspond_file_path=correspond_file_path,
             output_dir=output_dir,
             model=model,
@@ -107,6 +109,17 @@ def cli(
         )
     )
     _report(result)
+
+
+def _explained(implicit: bool, **options: Any) -> BuildResult:
+    """:func:`build`, saying where the variables came from when ./vars.yaml was picked silently."""
+    try:
+        return build(**options)
+    except VariablesError as err:
+        if not implicit:
+            raise
+        hint = "read from ./vars.yaml in the current folder; --variable-file chooses another"
+        raise VariablesError(f"{err} ({hint})") from err
 
 
 def _variables(variable_file: Path | None) -> Path | None:

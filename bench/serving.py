@@ -283,9 +283,11 @@ def generation_times(repeats: int = 5) -> dict[str, float]:
             out = WORK / "gen-time"
             shutil.rmtree(out, ignore_errors=True)
             began = time.perf_counter()
+            # From a folder with no vars.yaml, so that each pattern uses its own defaults.
             run(
                 [sys.executable, "-m", "builder", "--pattern", pattern, "--output-dir", str(out)],
                 stdout=subprocess.DEVNULL,
+                cwd=WORK,
             )
             samples.append(time.perf_counter() - began)
         times[pattern] = statistics.median(samples)

@@ -112,3 +112,11 @@ def test_a_model_given_by_a_relative_path(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "churn" / "models" / "churn.onnx").is_file()
+
+
+def test_a_local_vars_yaml_that_does_not_fit_says_where_it_came_from(tmp_path: Path) -> None:
+    (tmp_path / "vars.yaml").write_text((REPO / "vars.yaml").read_text())
+    result = run_builder("--pattern", "data-cache", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "read from ./vars.yaml in the current folder" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
