@@ -5,6 +5,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${BUILDER_TEST_VENV:-$repo/.venv}"
 cd "$repo"
+scripts/system-deps.sh
 
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
@@ -18,8 +19,8 @@ echo "== ruff"
 ruff check --no-cache .
 ruff check --no-cache tests/golden/*/  # generated code, under its own pyproject.toml
 ruff format --no-cache --check tests/golden/*/
-ruff format --no-cache --check builder.py builder_core scripts tests --exclude tests/golden
+ruff format --no-cache --check builder.py builder_core scripts tests bench --exclude tests/golden
 echo "== mypy"
 mypy --cache-dir=/dev/null builder.py builder_core scripts tests bench
 echo "== pytest"
-cd "$repo/tests/.." && python -m pytest "$@"
+python -m pytest "$@"
