@@ -208,7 +208,7 @@ def start(server: Server) -> tuple[subprocess.Popen[bytes], float]:
             with urllib.request.urlopen(server.ready_url, timeout=1) as response:
                 if response.status == 200:
                     return process, time.perf_counter() - began
-        except (urllib.error.URLError, ConnectionError):
+        except OSError:  # refused, reset, or a read timeout while the workers start
             time.sleep(0.02)
     stop(process)
     raise RuntimeError(f"{server.name} did not become ready; see {log.name}")

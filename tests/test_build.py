@@ -238,10 +238,15 @@ def test_free_text_renders_as_data(tmp_path: Path, text: str) -> None:
     data = yaml.safe_load((REPO / "vars.yaml").read_text())
     variables.write_text(yaml.safe_dump({**data, "description": text}))
     target = build(variable_file=variables, output_dir=tmp_path).target
-    config = (target / "src" / "app" / "config.py").read_text()
-    namespace: dict[str, object] = {"__file__": str(target / "src" / "app" / "config.py")}
-    exec(compile(config, "config.py", "exec"), namespace)  # noqa: S102 - generated code under test
-    assert namespace["DESCRIPTION"] == text
+    config = ast.parse((target / "src" / "app" / "config.py").read_text())
+    values = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in config.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id == "DESCRIPTION"
+    }
+    assert values["DESCRIPTION"] == text
 
 
 def test_templates_render_from_the_data_root_not_the_cwd(

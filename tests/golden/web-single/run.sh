@@ -9,17 +9,23 @@ WORKERS="${WORKERS:-2}"
 TIMEOUT="${TIMEOUT:-30}"
 GRACEFUL_TIMEOUT="${GRACEFUL_TIMEOUT:-20}"
 KEEPALIVE="${KEEPALIVE:-5}"
-LOG_LEVEL="${LOG_LEVEL:-info}"
-# One line per request costs about a fifth of the throughput of a small model; off by default.
-ACCESS_LOG="${ACCESS_LOG:-false}"
-access_log=()
-case "${ACCESS_LOG}" in
-    1 | true | yes | on) access_log=(--access-logfile -) ;;
-esac
+# Read by src/gunicorn_conf.py too: the level and format (json or text) of every log line.
+export LOG_LEVEL="${LOG_LEVEL:-info}"
+export LOG_FORMAT="${LOG_FORMAT:-text}"
+# The workers' metrics files, which /metrics adds up: a fresh folder for every start, so that no
+# count of an earlier run leaks in (a folder given here is emptied of them instead).
+if [[ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]]; then
+    PROMETHEUS_MULTIPROC_DIR="$(mktemp -d "${TMPDIR:-/tmp}/metrics.XXXXXX")"
+else
+    mkdir -p "${PROMETHEUS_MULTIPROC_DIR}"
+    rm -f "${PROMETHEUS_MULTIPROC_DIR}"/*.db
+fi
+export PROMETHEUS_MULTIPROC_DIR
 
 # No control socket: it would be written under $HOME, which is read-only in the container.
 # exec: gunicorn becomes PID 1 in a container and receives SIGTERM for a graceful shutdown.
 exec "${PYTHON:-python3}" -m gunicorn 'src.app.main:create_app()' \
+    --config python:src.gunicorn_conf \
     --worker-class uvicorn_worker.UvicornWorker \
     --bind "${HOST}:${PORT}" \
     --workers "${WORKERS}" \
@@ -27,7 +33,6 @@ exec "${PYTHON:-python3}" -m gunicorn 'src.app.main:create_app()' \
     --graceful-timeout "${GRACEFUL_TIMEOUT}" \
     --keep-alive "${KEEPALIVE}" \
     --log-level "${LOG_LEVEL}" \
-    "${access_log[@]}" \
     --error-logfile - \
     --worker-tmp-dir "${TMPDIR:-/tmp}" \
     --no-control-socket

@@ -158,8 +158,10 @@ class TensorCache:
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            # No retries: a slow or absent Redis must cost one timeout, then the breaker takes over.
-            retry=Retry(NoBackoff(), 0),
+            # One immediate retry: after a Redis restart each pooled connection fails once
+            # ("Connection closed by server"); without it every stale connection would trip the
+            # breaker again. A slow or absent Redis still costs at most two timeouts.
+            retry=Retry(NoBackoff(), 1),
         )
         return cls(client, prefix, ttl_seconds, shape)
 

@@ -7,12 +7,13 @@ store is the project's ``data/`` folder and Redis is expected on 127.0.0.1:6379.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from src.app.logs import FORMATS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SERVICE_NAME = "data-cache"
@@ -32,7 +33,8 @@ SAMPLE_DATA_ID = "digit-0000.png"
 IMAGE_SIDE = 16
 # Model-input rows the model is tested with at start-up (data_sample in the variables).
 DATA_SAMPLE_FILE = Path(__file__).with_name("data_sample.json")
-LOG_LEVELS = ("debug", "info", "warning", "error")
+# One log line per request (src.app.observe), unless REQUEST_LOG says otherwise.
+REQUEST_LOG_DEFAULT = True
 
 
 class SettingsError(ValueError):
@@ -46,14 +48,16 @@ class Settings:
     model_filepath: Path
     label_filepath: Path
     max_body_bytes: int
+    max_rows: int
     onnx_threads: int
     offload_inference: bool
+    request_log: bool
+    log_format: str
     data_uri: str
     max_item_bytes: int
     redis_url: str
     cache_ttl_seconds: int
     redis_timeout_seconds: float
-    log_level: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -64,14 +68,18 @@ class Settings:
             model_filepath=Path(env.get("MODEL_FILEPATH", models / MODEL_FILE_NAME)),
             label_filepath=Path(env.get("LABEL_FILEPATH", models / LABEL_FILE_NAME)),
             max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", 65536),
+            # Rows of one V2 inference request (POST /predict names one item).
+            max_rows=_positive_int(env, "MAX_ROWS", 1000),
             onnx_threads=_positive_int(env, "ONNX_THREADS", 1),
             offload_inference=_flag(env, "OFFLOAD_INFERENCE", False),
+            # ACCESS_LOG is the old name, still read so that existing deployments keep their lines.
+            request_log=_flag(env, "REQUEST_LOG", _flag(env, "ACCESS_LOG", REQUEST_LOG_DEFAULT)),
+            log_format=_choice(env, "LOG_FORMAT", "text", FORMATS),
             data_uri=env.get("DATA_URI") or str(PROJECT_ROOT / "data"),
             max_item_bytes=_positive_int(env, "MAX_ITEM_BYTES", 4 * 1024 * 1024),
             redis_url=_redis_url(env),
             cache_ttl_seconds=_positive_int(env, "CACHE_TTL_SECONDS", 3600),
             redis_timeout_seconds=_positive_int(env, "REDIS_TIMEOUT_MS", 250) / 1000,
-            log_level=_choice(env, "LOG_LEVEL", "info", LOG_LEVELS),
         )
 
 
@@ -79,18 +87,6 @@ def load_data_sample() -> list[Any]:
     """The start-up test rows."""
     rows: list[Any] = json.loads(DATA_SAMPLE_FILE.read_text(encoding="utf-8"))
     return rows
-
-
-def configure_logging(level: str) -> None:
-    """The service's own lines (cache hits and misses among them) go to stdout beside gunicorn's."""
-    logger = logging.getLogger("src")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(
-            logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
-        )
-        logger.addHandler(handler)
-    logger.setLevel(level.upper())
 
 
 def _redis_url(env: Mapping[str, str]) -> str:

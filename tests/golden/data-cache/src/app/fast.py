@@ -4,8 +4,9 @@ FastAPI still declares both routes (``routers/predict.py``): ``/docs`` and ``/op
 describe them, and ``FAST_PATH=false`` serves them the ordinary way. This middleware answers the
 same requests with the same validation, limits and answers, without the framework's per-request
 routing, dependency solving and response building, which cost more than the inference itself for a
-small model (bench/README.md in the builder repository has the numbers). It is added last, so it
-runs inside any middleware added to the app afterwards (authentication, say).
+small model (bench/README.md in the builder repository has the numbers). It runs inside
+``src.app.observe`` (request ID, metrics, request log), which sees its answers like any other, and
+inside any middleware added to the app afterwards (authentication, say).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from src.app.deps import infer, json_body
 from src.app.errors import error_detail
 from src.app.limits import BodyTooLargeError, read_body, refuse
+from src.app.observe import mark_route
 from src.app.routers.predict import too_many_rows
 from src.app.schemas import PredictRequest
 
@@ -39,10 +41,11 @@ class FastRoutes:
             await self.app(scope, receive, send)
             return
         settings = state.settings
+        mark_route(scope, scope["path"])
         try:
             body = await read_body(scope, receive, settings.max_body_bytes)
         except BodyTooLargeError:
-            await refuse(send, settings.max_body_bytes)
+            await refuse(send, settings.max_body_bytes, scope)
             return
         status, payload = await answer(state, method, body)
         await send({"type": "http.response.start", "status": status, "headers": JSON})

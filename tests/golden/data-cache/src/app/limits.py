@@ -31,7 +31,7 @@ class BodySizeLimit:
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
             await _drain(receive, 0 if declared > DRAIN_LIMIT else declared)
-            await refuse(send, self.max_bytes)
+            await refuse(send, self.max_bytes, scope)
             return
         started = False
         seen = 0
@@ -55,7 +55,7 @@ class BodySizeLimit:
             if started:
                 raise
             await _drain(receive, DRAIN_LIMIT)
-            await refuse(send, self.max_bytes)
+            await refuse(send, self.max_bytes, scope)
 
 
 async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
@@ -79,9 +79,10 @@ async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def refuse(send: Send, max_bytes: int) -> None:
-    """Answer 413 and close the connection."""
-    body = f'{{"detail":"request body exceeds {max_bytes} bytes"}}'.encode()
+async def refuse(send: Send, max_bytes: int, scope: Scope) -> None:
+    """Answer 413 and close the connection (the V2 protocol's error shape under its paths)."""
+    key = "error" if scope["path"].startswith("/v2/") else "detail"
+    body = f'{{"{key}":"request body exceeds {max_bytes} bytes"}}'.encode()
     await send(
         {
             "type": "http.response.start",

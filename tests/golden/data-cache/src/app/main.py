@@ -11,10 +11,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from src.app import config, errors
+from src.app import config, errors, metrics
 from src.app.config import Settings, SettingsError
 from src.app.limits import BodySizeLimit
-from src.app.routers import health, predict
+from src.app.observe import Observe
+from src.app.routers import health, monitoring, predict, v2
 from src.data.cache import TensorCache, key_prefix, redacted
 from src.data.store import DataStore, InvalidDataIdError, validate_data_id
 from src.ml.classifier import Classifier, ModelLoadError
@@ -59,6 +60,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except InvalidDataIdError as err:
         raise SettingsError(f"sample_data_id {config.SAMPLE_DATA_ID!r}: {err}") from None
     classifier = load_classifier(settings)
+    metrics.record_model(classifier)
     store = DataStore(settings.data_uri, settings.max_item_bytes)
     cache = open_cache(settings, store)
     app.state.classifier, app.state.store, app.state.cache = classifier, store, cache
@@ -88,10 +90,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings or Settings.from_env()
-    config.configure_logging(app.state.settings.log_level)
     app.state.ready = False
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_body_bytes)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(predict.router)
+    app.include_router(v2.router)
+    app.include_router(monitoring.router)
+    # The outermost of the service's own middleware: it observes every answer.
+    app.add_middleware(
+        Observe,
+        log_requests=app.state.settings.request_log,
+        log_format=app.state.settings.log_format,
+    )
     return app

@@ -15,9 +15,18 @@ from src.app.items import CacheOutcome
 from src.data.cache import CacheHealth
 from src.data.store import MAX_ID_LENGTH, validate_data_id
 
+# What validate_data_id accepts, as a JSON Schema pattern: a letter or digit first, then letters,
+# digits, ".", "_" and "-" with no ".." anywhere. Only in the schema, so that clients (and API
+# fuzzers) know what is valid; the validator keeps its own messages saying what is wrong.
+DATA_ID_PATTERN = r"^[A-Za-z0-9](?:\.?[A-Za-z0-9_-])*\.?$"
 DataId = Annotated[
     str,
-    Field(strict=True, min_length=1, max_length=MAX_ID_LENGTH),
+    Field(
+        strict=True,
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        json_schema_extra={"pattern": DATA_ID_PATTERN},
+    ),
     AfterValidator(validate_data_id),
 ]
 CACHE_DESCRIPTION = (

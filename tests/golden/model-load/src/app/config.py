@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from src.app.logs import FORMATS
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SERVICE_NAME = "model-load"
 SERVICE_VERSION = "0.1.0"
@@ -24,6 +26,8 @@ MODEL_SHA256 = "66b06d8e86d8716b2ff065744352ff0c75f175e94ee7a66614391dcb279b48e4
 MODEL_PRODUCER = "skl2onnx 1.20.0"
 # The sample request the service tests itself with at start-up and serves at /predict/test.
 DATA_SAMPLE = [[5.1, 3.5, 1.4, 0.2]]
+# One log line per request (src.app.observe), unless REQUEST_LOG says otherwise.
+REQUEST_LOG_DEFAULT = True
 
 
 class SettingsError(ValueError):
@@ -41,6 +45,8 @@ class Settings:
     onnx_threads: int
     offload_inference: bool
     fast_path: bool
+    request_log: bool
+    log_format: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -55,6 +61,9 @@ class Settings:
             onnx_threads=_positive_int(env, "ONNX_THREADS", 1),
             offload_inference=_flag(env, "OFFLOAD_INFERENCE", False),
             fast_path=_flag(env, "FAST_PATH", True),
+            # ACCESS_LOG is the old name, still read so that existing deployments keep their lines.
+            request_log=_flag(env, "REQUEST_LOG", _flag(env, "ACCESS_LOG", REQUEST_LOG_DEFAULT)),
+            log_format=_choice(env, "LOG_FORMAT", "text", FORMATS),
         )
 
 
@@ -80,3 +89,10 @@ def _flag(env: Mapping[str, str], key: str, default: bool) -> bool:
     if raw.lower() in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{key}={raw!r}: expected true or false")
+
+
+def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(key, default).lower()
+    if raw not in choices:
+        raise SettingsError(f"{key}={raw!r}: expected one of {', '.join(choices)}")
+    return raw

@@ -7,9 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 
 from src.app.deps import json_response
+from src.app.limits import BodyTooLargeError
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,26 @@ def error_detail(errors: Sequence[Any], prefix: tuple[str, ...] = ()) -> list[di
     ]
 
 
+async def undecodable_body(request: Request, exc: Exception) -> Response:
+    """413 or 422 for a body FastAPI could not read; any other HTTP error as FastAPI answers it.
+
+    FastAPI answers 400, raised from the error, when reading the body fails: the size limit hit
+    while a chunked body streams in (BodySizeLimit raises inside FastAPI's read), or bytes that
+    are no JSON text (not UTF-8, nesting too deep for the parser). Elsewhere, the fast path
+    included, those are a 413 and a 422, and 400 is not in the OpenAPI schema.
+    """
+    if not isinstance(exc, HTTPException):
+        raise exc
+    if exc.status_code == 400 and isinstance(exc.__cause__, BodyTooLargeError):
+        limit = request.app.state.settings.max_body_bytes
+        detail = f"request body exceeds {limit} bytes"
+        return json_response({"detail": detail}, status_code=413)
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        problem = {"loc": ["body"], "msg": "Invalid JSON: not decodable", "type": "json_invalid"}
+        return json_response({"detail": [problem]}, status_code=422)
+    return await http_exception_handler(request, exc)
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     """Log what broke; answer 500 without internals."""
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -38,4 +61,5 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, undecodable_body)
     app.add_exception_handler(Exception, unexpected_error)

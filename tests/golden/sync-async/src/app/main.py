@@ -12,11 +12,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from src.app import config, errors
+from src.app import config, errors, metrics
 from src.app.config import Settings
 from src.app.fast import FastRoutes
 from src.app.limits import BodySizeLimit
-from src.app.routers import health, jobs, predict
+from src.app.observe import Observe
+from src.app.routers import health, jobs, monitoring, predict, v2
 from src.jobs.client import JobClient
 from src.jobs.config import QueueSettings
 from src.ml.classifier import Classifier
@@ -33,6 +34,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     classifier.self_test(config.DATA_SAMPLE)
     app.state.classifier = classifier
+    metrics.record_model(classifier)
     # No connection yet: a Redis that is down must not keep the fast model from serving.
     app.state.jobs = JobClient.connect(app.state.queue_settings)
     # Everything loaded so far lives as long as the worker: keep the collector from rescanning it.
@@ -62,7 +64,14 @@ def create_app(settings: Settings | None = None, queue: QueueSettings | None = N
     app.include_router(health.router)
     app.include_router(predict.router)
     app.include_router(jobs.router)
+    app.include_router(v2.router)
+    app.include_router(monitoring.router)
     if app.state.settings.fast_path:
-        # Added last, so it runs inside any middleware added to the app after this.
         app.add_middleware(FastRoutes)
+    # Added after FastRoutes, so it runs outside it and observes the fast path's answers too.
+    app.add_middleware(
+        Observe,
+        log_requests=app.state.settings.request_log,
+        log_format=app.state.settings.log_format,
+    )
     return app

@@ -12,11 +12,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from src.app import config, errors
+from src.app import config, errors, metrics
 from src.app.config import Settings
 from src.app.fast import FastRoutes
 from src.app.limits import BodySizeLimit
-from src.app.routers import health, predict
+from src.app.observe import Observe
+from src.app.routers import health, monitoring, predict, v2
 from src.ml.classifier import Classifier
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     classifier.self_test(config.DATA_SAMPLE)
     app.state.classifier = classifier
+    metrics.record_model(classifier)
     # Everything loaded so far lives as long as the worker: keep the collector from rescanning it.
     gc.collect()
     gc.freeze()
@@ -55,7 +57,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(predict.router)
+    app.include_router(v2.router)
+    app.include_router(monitoring.router)
     if app.state.settings.fast_path:
-        # Added last, so it runs inside any middleware added to the app after this.
         app.add_middleware(FastRoutes)
+    # Added after FastRoutes, so it runs outside it and observes the fast path's answers too.
+    app.add_middleware(
+        Observe,
+        log_requests=app.state.settings.request_log,
+        log_format=app.state.settings.log_format,
+    )
     return app
