@@ -437,7 +437,7 @@ def test_json_logs_one_line_per_request(service: Service) -> None:
     assert ("gunicorn.error", "INFO") in loggers
 
 
-def test_text_logs_and_a_fresh_metrics_folder(
+def test_text_logs_errors_only_by_default_and_a_fresh_metrics_folder(
     generated_project: Callable[[str], Path],
     service_python: Callable[[Path], Path],
     tmp_path: Path,
@@ -446,15 +446,15 @@ def test_text_logs_and_a_fresh_metrics_folder(
     running = start(project, service_python(project), tmp_path)
     try:
         (folder,) = tmp_path.glob("metrics.*")
-        assert http(f"{running.base}/health", None, {"X-Request-ID": "text-1"})[0] == 200
+        assert http(f"{running.base}/health", None, {"X-Request-ID": "text-ok"})[0] == 200
+        assert http(f"{running.base}/nowhere", None, {"X-Request-ID": "text-404"})[0] == 404
         time.sleep(1)
         lines = running.output().splitlines()
-        request = [line for line in lines if "request_id=text-1" in line]
-        assert len(request) == 1
-        assert re.match(
-            r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00 \[\d+\] \[INFO\] src\.app\.requests: GET /health 200 ",
-            request[0],
-        )
+        assert not [line for line in lines if "request_id=text-ok" in line]
+        (request,) = [line for line in lines if "request_id=text-404" in line]
+        pattern = r"\S+\+00:00 \[\d+\] \[INFO\] src\.app\.requests: GET unrouted 404 request_id="
+        assert re.match(pattern, request), request
+        assert "path=/nowhere " in request
         assert any("[INFO] src.app.main: model ready" in line for line in lines)
         assert any(path.name.startswith("counter_") for path in folder.iterdir())
     finally:

@@ -57,9 +57,11 @@ class _Clock:
         if second != cached_second:
             prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
             self._cached = (second, prefix)
-        return f"{prefix}.{int((when - second) * 1000):03d}+00:00"
+        return prefix + _MILLISECONDS[int((when - second) * 1000)]
 
 
+# ".000+00:00" to ".999+00:00": looked up, not formatted, for every line.
+_MILLISECONDS = [f".{milliseconds:03d}+00:00" for milliseconds in range(1000)]
 CLOCK = _Clock()
 
 

@@ -21,8 +21,9 @@ from starlette.types import Receive, Scope, Send
 
 from src import gunicorn_conf
 from src.app import config
+from src.app.config import Settings, SettingsError
 from src.app.logs import REQUEST_ID, JsonFormatter, TextFormatter, log_settings, logging_config
-from src.app.observe import Observe
+from src.app.observe import Observe, RequestLog
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -111,7 +112,8 @@ async def _logging_app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "lifespan.shutdown.complete"})
         return
     logging.getLogger("src.test").warning("inside the request")
-    await send({"type": "http.response.start", "status": 201, "headers": []})
+    status = 404 if scope["path"].startswith("/missing") else 201
+    await send({"type": "http.response.start", "status": status, "headers": []})
     await send({"type": "http.response.body", "body": b"{}"})
 
 
@@ -121,7 +123,7 @@ def test_one_request_line_per_request(
 ) -> None:
     # Request lines are INFO: LOG_LEVEL=warning would silence them (pytest's default level).
     caplog.set_level(logging.INFO, logger="src.app.requests")
-    app = Observe(_logging_app, log_requests=True, log_format=log_format)
+    app = Observe(_logging_app, request_log="all", log_format=log_format)
     with TestClient(app) as test_client:
         test_client.get("/some/path?q=1", headers={"X-Request-ID": "line-test-1"})
     # The lines are buffered; the worker writes them at the latest when it stops.
@@ -140,18 +142,51 @@ def test_one_request_line_per_request(
         assert "duration_ms=" in lines[0]
 
 
-@pytest.mark.parametrize(("enabled", "level"), [(False, logging.INFO), (True, logging.WARNING)])
+@pytest.mark.parametrize(
+    ("request_log", "level"), [("off", logging.INFO), ("all", logging.WARNING)]
+)
 def test_no_request_lines_when_the_log_is_off(
-    enabled: bool,
+    request_log: str,
     level: int,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(level, logger="src.app.requests")
-    app = Observe(_logging_app, log_requests=enabled, log_format="json")
+    app = Observe(_logging_app, request_log=request_log, log_format="json")
     with TestClient(app) as test_client:
         assert test_client.get("/").headers["x-request-id"]
     assert "src.app.requests" not in capsys.readouterr().out
+
+
+def test_by_default_only_refused_requests_get_a_line(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="src.app.requests")
+    app = Observe(_logging_app, request_log=Settings.from_env({}).request_log, log_format="json")
+    with TestClient(app) as test_client:
+        test_client.get("/found", headers={"X-Request-ID": "ok-1"})
+        test_client.get("/missing/page", headers={"X-Request-ID": "missing-1"})
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "{" in line]
+    assert [(line["request_id"], line["status"]) for line in lines] == [("missing-1", 404)]
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, "errors"),
+        ({"REQUEST_LOG": "ALL"}, "all"),
+        ({"REQUEST_LOG": "false"}, "off"),
+        ({"ACCESS_LOG": "true"}, "all"),
+        ({"ACCESS_LOG": "true", "REQUEST_LOG": "errors"}, "errors"),
+    ],
+)
+def test_request_log_setting(environ: dict[str, str], expected: str) -> None:
+    assert Settings.from_env(environ).request_log == expected
+
+
+def test_a_bad_request_log_setting_is_refused() -> None:
+    with pytest.raises(SettingsError, match="REQUEST_LOG='sometimes'"):
+        Settings.from_env({"REQUEST_LOG": "sometimes"})
 
 
 def test_log_lines_written_during_a_request_carry_its_id() -> None:
@@ -161,7 +196,7 @@ def test_log_lines_written_during_a_request_carry_its_id() -> None:
     logger = logging.getLogger("src.test")
     logger.addHandler(handler)
     try:
-        with TestClient(Observe(_logging_app, log_requests=False, log_format="json")) as tc:
+        with TestClient(Observe(_logging_app, request_log="off", log_format="json")) as tc:
             tc.get("/", headers={"X-Request-ID": "inner-7"})
     finally:
         logger.removeHandler(handler)
@@ -209,3 +244,37 @@ def test_gunicorn_hooks_retire_a_dead_worker_and_clean_up(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_4242.db", "counter_7.db"]
     gunicorn_conf.on_exit(None)
     assert not tmp_path.exists()
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_request_lines_have_the_shape_of_every_other_line(
+    log_format: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = RequestLog(log_format)
+    log.add("id-9", "GET", "/x/{item}", "/x/a b", 404, 0.0015)
+    log.flush()
+    written = capsys.readouterr().out.rstrip("\n")
+    fields = {"method": "GET", "route": "/x/{item}", "path": "/x/a b", "status": 404}
+    record = logging.makeLogRecord(
+        {
+            "name": "src.app.requests",
+            "levelname": "INFO",
+            "msg": "GET /x/{item} 404",
+            "created": 0.0,
+            # Milliseconds, written with three decimals.
+            "fields": {**fields, "duration_ms": 1.5 if log_format == "json" else "1.500"},
+        }
+    )
+    formatter = JsonFormatter() if log_format == "json" else TextFormatter()
+    token = REQUEST_ID.set("id-9")
+    try:
+        formatted = formatter.format(record)
+    finally:
+        REQUEST_ID.reset(token)
+    if log_format == "json":
+        line, expected = json.loads(written), json.loads(formatted)
+        assert list(line) == list(expected)
+        assert {**line, "time": 0} == {**expected, "time": 0}
+    else:
+        # Everything after the timestamp is the same.
+        assert written.split(" ", 1)[1] == formatted.split(" ", 1)[1]

@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The outermost of the service's own middleware: it observes every answer.
     app.add_middleware(
         Observe,
-        log_requests=app.state.settings.request_log,
+        request_log=app.state.settings.request_log,
         log_format=app.state.settings.log_format,
     )
     return app

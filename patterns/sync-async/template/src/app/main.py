@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None, queue: QueueSettings | None = N
     # Added after FastRoutes, so it runs outside it and observes the fast path's answers too.
     app.add_middleware(
         Observe,
-        log_requests=app.state.settings.request_log,
+        request_log=app.state.settings.request_log,
         log_format=app.state.settings.log_format,
     )
     return app

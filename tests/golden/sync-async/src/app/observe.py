@@ -3,11 +3,12 @@
 A pure ASGI middleware, the outermost of the service's own, so that it sees every answer — those
 of the fast path (``src.app.fast``) and the 413s of the body limit too. It has to be cheap next to
 a model that answers in a tenth of a millisecond, so per request it only reads one header, adds
-to this worker's tally (``src.app.metrics``) and, with REQUEST_LOG on, formats one line into a
-buffer. Twice a second, when the worker stops and before a scrape, the tally is published to
-prometheus_client and the buffered lines are written to stdout (in writes of at most 4 KiB, which
-a pipe never interleaves with another worker's). Going through ``logging`` would cost more than
-serving the request: the request line has the same shape as every other line (``src.app.logs``).
+to this worker's tally (``src.app.metrics``) and, when REQUEST_LOG asks for the request's line
+(``all``, or ``errors`` and a 4xx or 5xx answer), formats that line into a buffer. Twice a second,
+when the worker stops and before a scrape, the tally is published to prometheus_client and the
+buffered lines are written to stdout (in writes of at most 4 KiB, which a pipe never interleaves
+with another worker's). Going through ``logging`` would cost more than serving the request: the
+request line has the same shape as every other line (``src.app.logs``).
 
 The request ID is the client's ``X-Request-ID`` when it is a plain token of at most 128
 characters, else a new random one; it is sent back in ``X-Request-ID`` on every answer and is in
@@ -22,6 +23,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Awaitable
 from time import perf_counter
 
 import orjson
@@ -75,50 +77,53 @@ def request_id_of(scope: Scope) -> bytes:
 class RequestLog:
     """This worker's request lines, buffered and written to stdout in batches.
 
-    Each line is built in one expression, in the shape of ``src.app.logs.json_line`` and
-    ``text_line``, whose generic field handling would cost twice as much for every request.
+    Each line is one f-string in the shape of ``src.app.logs.json_line`` or ``text_line``, whose
+    generic field handling costs three times as much. Only the path can hold anything at all: it
+    is the one value escaped on every line. The request ID is a plain token, the method one of
+    METHODS, and each route, from the service's own code, is escaped once and remembered.
     """
 
     def __init__(self, log_format: str) -> None:
         self._json = log_format == "json"
         self._pending: list[str] = []
         self._pid = os.getpid()
+        self._routes: dict[str, str] = {}
 
     def started(self) -> None:
         """The worker serves from now on (under gunicorn, in the forked process)."""
         self._pid = os.getpid()
 
     def add(
-        self, request_id: str, method: str, route: str, path: str, status: int, ms: float
+        self, request_id: str, method: str, route: str, path: str, status: int, seconds: float
     ) -> None:
-        """One request's line (``method`` and ``route`` are plain tokens: they need no quotes)."""
+        """One request's line."""
         when = CLOCK.iso(time.time())
-        path = path[:MAX_PATH]
+        quoted = self._routes.get(route)
+        if quoted is None:
+            quoted = self._routes[route] = self._quote(route)
         if self._json:
-            line = orjson.dumps(
-                {
-                    "time": when,
-                    "level": "INFO",
-                    "logger": LOGGER,
-                    "pid": self._pid,
-                    "message": f"{method} {route} {status}",
-                    "request_id": request_id,
-                    "method": method,
-                    "route": route,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": ms,
-                }
-            ).decode()
+            line = (
+                f'{{"time":"{when}","level":"INFO","logger":"{LOGGER}","pid":{self._pid},'
+                f'"message":"{method} {quoted[1:-1]} {status}","request_id":"{request_id}",'
+                f'"method":"{method}","route":{quoted},"path":{self._quote(path[:MAX_PATH])},'
+                f'"status":{status},"duration_ms":{seconds * 1000:.3f}}}'
+            )
         else:
             line = (
                 f"{when} [{self._pid}] [INFO] {LOGGER}: {method} {route} {status} "
-                f"request_id={text_value(request_id)} method={method} route={route} "
-                f"path={text_value(path)} status={status} duration_ms={ms}"
+                f"request_id={text_value(request_id)} method={method} route={quoted} "
+                f"path={self._quote(path[:MAX_PATH])} status={status} "
+                f"duration_ms={seconds * 1000:.3f}"
             )
         self._pending.append(line)
         if len(self._pending) >= MAX_PENDING:
             self.flush()
+
+    def _quote(self, value: str) -> str:
+        """A JSON string (with its quotes); in text, the value as it goes after ``key=``."""
+        if self._json:
+            return orjson.dumps(value).decode()
+        return text_value(value)
 
     def flush(self) -> None:
         """Write the buffered lines, whole lines per write and at most MAX_WRITE bytes each."""
@@ -146,11 +151,17 @@ def _write(text: str) -> None:
 
 
 class Observe:
-    """Pure ASGI middleware: request ID, request metrics and (optionally) the request log."""
+    """Pure ASGI middleware: request ID, request metrics and the request log.
 
-    def __init__(self, app: ASGIApp, log_requests: bool, log_format: str) -> None:
+    ``request_log`` is ``all`` (a line per request), ``errors`` (for 4xx and 5xx answers only)
+    or ``off``.
+    """
+
+    def __init__(self, app: ASGIApp, request_log: str, log_format: str) -> None:
         self.app = app
-        self.log = RequestLog(log_format) if log_requests else None
+        self.log = None if request_log == "off" else RequestLog(log_format)
+        # The lowest status that gets a line.
+        self.log_from = 400 if request_log == "errors" else 0
         self._ticker: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -165,12 +176,13 @@ class Observe:
         # An exception escaping the app is answered 500 by Starlette's outermost middleware.
         status = 500
 
-        async def send_with_id(message: Message) -> None:
+        # A plain function handing back send's awaitable: no coroutine of its own per message.
+        def send_with_id(message: Message) -> Awaitable[None]:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
+            return send(message)
 
         # Never reset: the server runs each request in a task, so in a context, of its own.
         REQUEST_ID.set(request_id.decode())
@@ -181,9 +193,8 @@ class Observe:
             method = scope["method"] if scope["method"] in METHODS else "other"
             route = route_of(scope)
             TALLY.request(method, route, status, seconds)
-            if self.log is not None:
-                ms = round(seconds * 1000, 3)
-                self.log.add(request_id.decode(), method, route, scope["path"], status, ms)
+            if self.log is not None and status >= self.log_from:
+                self.log.add(request_id.decode(), method, route, scope["path"], status, seconds)
 
     def _lifespan_send(self, send: Send) -> Send:
         async def watched(message: Message) -> None:
