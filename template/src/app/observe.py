@@ -27,6 +27,7 @@ from collections.abc import Awaitable
 from time import perf_counter
 
 import orjson
+from fastapi.telemetry import TelemetryConfig
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from src.app.logs import CLOCK, REQUEST_ID, text_value
@@ -41,6 +42,8 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 HEADER = b"x-request-id"
 VALID_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
 LOGGER = "src.app.requests"
+# FastAPI's own OpenTelemetry bridge, off (OPENTELEMETRY=true leaves it on).
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 # Seconds between publications of the tally and writes of the buffered lines.
 INTERVAL = 0.5
 # Lines buffered before they are written whatever the time: bounds the memory under heavy load.

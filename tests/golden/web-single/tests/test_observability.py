@@ -11,11 +11,14 @@ import json
 import logging
 import re
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from opentelemetry import trace
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Receive, Scope, Send
 
@@ -23,6 +26,7 @@ from src import gunicorn_conf
 from src.app import config
 from src.app.config import Settings, SettingsError
 from src.app.logs import REQUEST_ID, JsonFormatter, TextFormatter, log_settings, logging_config
+from src.app.main import create_app
 from src.app.observe import Observe, RequestLog
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
@@ -278,3 +282,29 @@ def test_request_lines_have_the_shape_of_every_other_line(
     else:
         # Everything after the timestamp is the same.
         assert written.split(" ", 1)[1] == formatted.split(" ", 1)[1]
+
+
+class RecordingTracerProvider(trace.TracerProvider):
+    """A configured provider, as an OpenTelemetry SDK would install, counting its users."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        self.asked += 1
+        return trace.NoOpTracer()
+
+
+def test_opentelemetry_reaches_configured_providers_only_when_switched_on() -> None:
+    assert Settings.from_env({}).opentelemetry is False
+    provider = RecordingTracerProvider()
+    # Global and set-once, like an application's own: no other test sets one.
+    trace.set_tracer_provider(provider)
+    traced = []
+    for switched_on in (False, True):
+        settings = replace(Settings.from_env(), opentelemetry=switched_on)
+        before = provider.asked
+        # No lifespan needed: FastAPI decides per request, before any route runs.
+        TestClient(create_app(settings)).get("/health")
+        traced.append(provider.asked > before)
+    assert traced == [False, True]

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from src.app import config, errors, metrics
 from src.app.config import Settings, SettingsError
 from src.app.limits import BodySizeLimit
-from src.app.observe import Observe
+from src.app.observe import NO_TELEMETRY, Observe
 from src.app.routers import health, monitoring, predict, v2
 from src.data.cache import TensorCache, key_prefix, redacted
 from src.data.store import DataStore, InvalidDataIdError, validate_data_id
@@ -83,13 +83,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; ``settings`` default to the environment."""
+    settings = settings or Settings.from_env()
     app = FastAPI(
         title=config.SERVICE_NAME,
         version=config.SERVICE_VERSION,
         description=config.DESCRIPTION,
         lifespan=lifespan,
+        # FastAPI's OpenTelemetry bridge looks for configured providers on every request, even
+        # when there are none: a few microseconds each, so it is on only when asked for.
+        telemetry=None if settings.opentelemetry else NO_TELEMETRY,
     )
-    app.state.settings = settings or Settings.from_env()
+    app.state.settings = settings
     app.state.ready = False
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_body_bytes)
     errors.install(app)

@@ -16,7 +16,7 @@ from src.app import config, errors, metrics
 from src.app.config import Settings
 from src.app.fast import FastRoutes
 from src.app.limits import BodySizeLimit
-from src.app.observe import Observe
+from src.app.observe import NO_TELEMETRY, Observe
 from src.app.routers import health, jobs, monitoring, predict, v2
 from src.jobs.client import JobClient
 from src.jobs.config import QueueSettings
@@ -50,13 +50,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None, queue: QueueSettings | None = None) -> FastAPI:
     """Build the proxy; ``settings`` and ``queue`` default to the environment."""
+    settings = settings or Settings.from_env()
     app = FastAPI(
         title=config.SERVICE_NAME,
         version=config.SERVICE_VERSION,
         description=config.DESCRIPTION,
         lifespan=lifespan,
+        # FastAPI's OpenTelemetry bridge looks for configured providers on every request, even
+        # when there are none: a few microseconds each, so it is on only when asked for.
+        telemetry=None if settings.opentelemetry else NO_TELEMETRY,
     )
-    app.state.settings = settings or Settings.from_env()
+    app.state.settings = settings
     app.state.queue_settings = queue or QueueSettings.from_env()
     app.state.ready = False
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_body_bytes)

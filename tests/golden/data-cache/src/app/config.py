@@ -60,6 +60,7 @@ class Settings:
     offload_inference: bool
     request_log: str
     log_format: str
+    opentelemetry: bool
     data_uri: str
     max_item_bytes: int
     redis_url: str
@@ -81,6 +82,7 @@ class Settings:
             offload_inference=_flag(env, "OFFLOAD_INFERENCE", False),
             request_log=_request_log(env),
             log_format=_choice(env, "LOG_FORMAT", "text", FORMATS),
+            opentelemetry=_flag(env, "OPENTELEMETRY", False),
             data_uri=env.get("DATA_URI") or str(PROJECT_ROOT / "data"),
             max_item_bytes=_positive_int(env, "MAX_ITEM_BYTES", 4 * 1024 * 1024),
             redis_url=_redis_url(env),

@@ -54,6 +54,7 @@ class Settings:
     fast_path: bool
     request_log: str
     log_format: str
+    opentelemetry: bool
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -70,6 +71,7 @@ class Settings:
             fast_path=_flag(env, "FAST_PATH", True),
             request_log=_request_log(env),
             log_format=_choice(env, "LOG_FORMAT", "text", FORMATS),
+            opentelemetry=_flag(env, "OPENTELEMETRY", False),
         )
 
 
