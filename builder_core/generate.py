@@ -248,6 +248,9 @@ def plan(
     for layer in chosen.layers:
         for item in _layer_files(chosen.root, layer, env, context):
             entries[item.path] = item
+    for omitted in chosen.info.omit:
+        if entries.pop(PurePosixPath(omitted), None) is None:
+            raise PackagingError(f"pattern.yaml: omit: {omitted}: no such output file")
     for text, relative in chosen.info.sample_files.items():
         for path, origin, unrendered in _sample_files(env, context, text, chosen.root / relative):
             entries[path] = PlannedFile(path, "copy", str(origin), unrendered)

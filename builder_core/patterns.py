@@ -39,6 +39,8 @@ class PatternInfo(BaseModel):
     variables: dict[str, str | bool | int | float] = Field(default_factory=dict)
     # Output path (rendered) → a file or folder under the template data, copied as it is.
     sample_files: dict[str, str] = Field(default_factory=dict)
+    # Output paths of the common layer that this pattern does not ship (code it has no use for).
+    omit: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)

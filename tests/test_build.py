@@ -17,6 +17,7 @@ from builder_core.errors import (
     InvalidInputError,
     MappingError,
     OutputExistsError,
+    PackagingError,
     TemplateError,
     UnknownPatternError,
 )
@@ -197,6 +198,25 @@ def test_a_later_layer_replaces_an_earlier_file(templates: Path, tmp_path: Path)
     (layer / "correspond_file_path.yaml").write_text("Makefile.j2: Makefile\n")
     target = build(output_dir=tmp_path, template_root=templates).target
     assert (target / "Makefile").read_text() == "# pattern's own Makefile\n"
+
+
+def omit(templates: Path, path: str) -> None:
+    info = templates / "patterns" / "web-single" / "pattern.yaml"
+    info.write_text(info.read_text() + f"omit: [{path}]\n")
+
+
+def test_a_pattern_omits_the_common_files_it_names(templates: Path, tmp_path: Path) -> None:
+    omit(templates, "Makefile")
+    target = build(output_dir=tmp_path, template_root=templates).target
+    assert not (target / "Makefile").exists()
+    assert (target / "Dockerfile").is_file()
+
+
+def test_omitting_a_file_that_is_not_there_is_refused(templates: Path, tmp_path: Path) -> None:
+    omit(templates, "Makefil")
+    with pytest.raises(PackagingError, match="omit: Makefil: no such output file"):
+        build(output_dir=tmp_path / "out", template_root=templates)
+    assert leftovers(tmp_path / "out") == []
 
 
 def test_an_unknown_pattern_lists_the_known_ones(tmp_path: Path) -> None:

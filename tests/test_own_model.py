@@ -16,17 +16,25 @@ from builder_core import build
 from builder_core.errors import ModelFileError, VariablesError
 
 
-def write_model(folder: Path, features: int = 3, classes: int = 2) -> tuple[Path, Path]:
-    """A small linear softmax classifier made with onnx itself, and its labels."""
+def write_model(
+    folder: Path, features: int = 3, classes: int = 2, row_shape: tuple[int, ...] = ()
+) -> tuple[Path, Path]:
+    """A small linear softmax classifier made with onnx itself, and its labels.
+
+    Its rows are ``features`` numbers, or nested lists of ``row_shape`` (flattened in the graph).
+    """
+    row_shape = row_shape or (features,)
+    features = int(np.prod(row_shape))
     rng = np.random.default_rng(7)
     weights = numpy_helper.from_array(rng.normal(size=(features, classes)).astype(np.float32), "w")
     graph = helper.make_graph(
         [
-            helper.make_node("MatMul", ["measurements", "w"], ["logits"]),
+            helper.make_node("Flatten", ["measurements"], ["flat"], axis=1),
+            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
             helper.make_node("Softmax", ["logits"], ["scores"], axis=1),
         ],
         "churn",
-        [helper.make_tensor_value_info("measurements", TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info("measurements", TensorProto.FLOAT, ["batch", *row_shape])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", classes])],
         [weights],
     )
@@ -77,10 +85,11 @@ def test_a_file_that_is_not_onnx_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("row_shape", [(5,), (2, 3)], ids=["rows", "nested-rows"])
 def test_the_generated_service_passes_its_own_tests(
-    tmp_path: Path, service_python: Callable[[Path], Path]
+    tmp_path: Path, service_python: Callable[[Path], Path], row_shape: tuple[int, ...]
 ) -> None:
-    model, labels = write_model(tmp_path, features=5, classes=4)
+    model, labels = write_model(tmp_path, classes=4, row_shape=row_shape)
     target = build(name="churn", model=model, labels=labels, output_dir=tmp_path / "out").target
     result = subprocess.run(
         [

@@ -28,27 +28,29 @@ def _input(client: TestClient) -> Tensor:
     return meta
 
 
-def _rows(client: TestClient, count: int) -> list[list[Any]]:
-    """``count`` rows of small numbers of the input's datatype, different from row to row."""
+def _rows(client: TestClient, count: int) -> list[Any]:
+    """``count`` rows of the input's shape and datatype, of small numbers different per row."""
     meta = _input(client)
     width = math.prod(meta["shape"][1:])
     integral = "INT" in meta["datatype"]
-    return [
+    flat = np.array(
         [
             value if integral else value / 100
+            for row in range(count)
             for value in ((row * 31 + column * 7) % 100 for column in range(width))
         ]
-        for row in range(count)
-    ]
+    )
+    rows: list[Any] = flat.reshape(count, *meta["shape"][1:]).tolist()
+    return rows
 
 
-def _tensor(client: TestClient, rows: list[list[Any]]) -> Tensor:
+def _tensor(client: TestClient, rows: list[Any]) -> Tensor:
     meta = _input(client)
-    flat = [value for row in rows for value in row]
+    flat = np.array(rows).ravel().tolist()
     return {**meta, "shape": [len(rows), *meta["shape"][1:]], "data": flat}
 
 
-def _scores(client: TestClient, rows: list[list[Any]]) -> np.ndarray:
+def _scores(client: TestClient, rows: list[Any]) -> np.ndarray:
     scores: np.ndarray = client.app.state.classifier.predict(rows)
     return scores
 

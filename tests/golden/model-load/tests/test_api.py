@@ -114,6 +114,13 @@ def test_too_many_rows_is_413(client: TestClient) -> None:
     assert str(SETTINGS.max_rows) in response.json()["detail"]
 
 
+def test_as_many_rows_as_allowed_are_answered(client: TestClient) -> None:
+    # The rows are counted before they are parsed (src.app.limits): the count must not be one off.
+    response = client.post("/predict", json={"data": [ROW] * SETTINGS.max_rows})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["prediction"]) == SETTINGS.max_rows
+
+
 def test_too_large_a_body_is_413(client: TestClient) -> None:
     body = b'{"data": [' + b" " * SETTINGS.max_body_bytes + b"]}"
     response = client.post("/predict", content=body, headers={"content-type": "application/json"})

@@ -19,9 +19,10 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from src.app import config
 from src.app.deps import infer, json_body
 from src.app.errors import error_detail
-from src.app.limits import BodyTooLargeError, read_body, refuse
+from src.app.limits import BodyTooLargeError, read_body, refuse, surely_too_many_rows
 from src.app.observe import mark_route
 from src.app.routers.predict import scores_and_job, too_many_rows
 from src.app.schemas import PredictRequest
@@ -71,6 +72,9 @@ async def answer(
     state: Any, route: Callable[[Any, list[Any]], Awaitable[dict[str, Any]]], body: bytes
 ) -> tuple[int, bytes]:
     """Validate ``body`` as FastAPI would, then let ``route`` answer for its rows."""
+    refusal = surely_too_many_rows(body, state.settings.max_rows, config.BRACKETS_PER_ROW)
+    if refusal is not None:
+        return 413, json_body({"detail": refusal})
     try:
         request = PredictRequest.model_validate_json(body)
     except ValidationError as err:
