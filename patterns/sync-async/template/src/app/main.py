@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from src.app import config, errors, metrics
 from src.app.config import Settings
 from src.app.fast import FastRoutes
-from src.app.limits import BodySizeLimit
+from src.app.limits import BodyBudget, BodySizeLimit
 from src.app.observe import NO_TELEMETRY, Observe
 from src.app.routers import health, jobs, monitoring, predict, v2
 from src.jobs.client import JobClient
@@ -63,7 +63,11 @@ def create_app(settings: Settings | None = None, queue: QueueSettings | None = N
     app.state.settings = settings
     app.state.queue_settings = queue or QueueSettings.from_env()
     app.state.ready = False
-    app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_body_bytes)
+    # Shared by the body limit and the fast path: what this worker holds of request bodies.
+    app.state.body_budget = BodyBudget(settings.max_body_bytes_in_flight)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, budget=app.state.body_budget
+    )
     errors.install(app)
     app.include_router(health.router)
     app.include_router(predict.router)

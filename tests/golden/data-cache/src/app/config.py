@@ -43,6 +43,10 @@ REQUEST_LOGS = {
     **dict.fromkeys(("0", "false", "no"), "off"),
 }
 
+# Bytes of request bodies one worker may hold at once (src.app.limits.BodyBudget): two workers
+# holding this much each, plus the model, stay inside the manifests' default memory limit.
+BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
@@ -55,6 +59,7 @@ class Settings:
     model_filepath: Path
     label_filepath: Path
     max_body_bytes: int
+    max_body_bytes_in_flight: int
     max_rows: int
     onnx_threads: int
     offload_inference: bool
@@ -76,6 +81,9 @@ class Settings:
             model_filepath=Path(env.get("MODEL_FILEPATH", models / MODEL_FILE_NAME)),
             label_filepath=Path(env.get("LABEL_FILEPATH", models / LABEL_FILE_NAME)),
             max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", 65536),
+            max_body_bytes_in_flight=_positive_int(
+                env, "MAX_BODY_BYTES_IN_FLIGHT", BODY_BYTES_IN_FLIGHT
+            ),
             # Rows of one V2 inference request (POST /predict names one item).
             max_rows=_positive_int(env, "MAX_ROWS", 1000),
             onnx_threads=_positive_int(env, "ONNX_THREADS", 1),

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from src.app import config, errors, metrics
 from src.app.config import Settings, SettingsError
-from src.app.limits import BodySizeLimit
+from src.app.limits import BodyBudget, BodySizeLimit
 from src.app.observe import NO_TELEMETRY, Observe
 from src.app.routers import health, monitoring, predict, v2
 from src.data.cache import TensorCache, key_prefix, redacted
@@ -95,7 +95,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.ready = False
-    app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_body_bytes)
+    # Shared by the body limit and the fast path: what this worker holds of request bodies.
+    app.state.body_budget = BodyBudget(settings.max_body_bytes_in_flight)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, budget=app.state.body_budget
+    )
     errors.install(app)
     app.include_router(health.router)
     app.include_router(predict.router)

@@ -19,7 +19,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from src.app import config
 from src.app.deps import infer, json_body
 from src.app.errors import error_detail
-from src.app.limits import BodyTooLargeError, read_body, refuse, surely_too_many_rows
+from src.app.limits import (
+    BodiesInFlightError,
+    BodyTooLargeError,
+    read_body,
+    refuse,
+    refuse_busy,
+    surely_too_many_rows,
+)
 from src.app.observe import mark_route
 from src.app.routers.predict import too_many_rows
 from src.app.schemas import PredictRequest
@@ -44,11 +51,17 @@ class FastRoutes:
         settings = state.settings
         mark_route(scope, scope["path"])
         try:
-            body = await read_body(scope, receive, settings.max_body_bytes)
+            body = await read_body(scope, receive, settings.max_body_bytes, state.body_budget)
         except BodyTooLargeError:
             await refuse(send, settings.max_body_bytes, scope)
             return
-        status, payload = await answer(state, method, body)
+        except BodiesInFlightError:
+            await refuse_busy(send, scope)
+            return
+        try:
+            status, payload = await answer(state, method, body)
+        finally:
+            state.body_budget.give_back(len(body))
         await send({"type": "http.response.start", "status": status, "headers": JSON})
         await send({"type": "http.response.body", "body": payload})
 

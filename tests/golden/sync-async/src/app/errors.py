@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from src.app.deps import json_response
-from src.app.limits import BodyTooLargeError
+from src.app.limits import BUSY, BodiesInFlightError, BodyTooLargeError, error_key
 
 logger = logging.getLogger(__name__)
 
@@ -33,19 +33,24 @@ def error_detail(errors: Sequence[Any], prefix: tuple[str, ...] = ()) -> list[di
 
 
 async def undecodable_body(request: Request, exc: Exception) -> Response:
-    """413 or 422 for a body FastAPI could not read; any other HTTP error as FastAPI answers it.
+    """413, 503 or 422 for a body FastAPI could not read; other HTTP errors as FastAPI would.
 
-    FastAPI answers 400, raised from the error, when reading the body fails: the size limit hit
-    while a chunked body streams in (BodySizeLimit raises inside FastAPI's read), or bytes that
-    are no JSON text (not UTF-8, nesting too deep for the parser). Elsewhere, the fast path
-    included, those are a 413 and a 422, and 400 is not in the OpenAPI schema.
+    FastAPI answers 400, raised from the error, when reading the body fails: the size limit or
+    the worker's body budget hit while a body streams in (BodySizeLimit raises inside FastAPI's
+    read), or bytes that are no JSON text (not UTF-8, nesting too deep for the parser).
+    Elsewhere, the fast path included, those are a 413, a 503 and a 422, and 400 is not in the
+    OpenAPI schema.
     """
     if not isinstance(exc, HTTPException):
         raise exc
+    key = error_key(request.url.path)
     if exc.status_code == 400 and isinstance(exc.__cause__, BodyTooLargeError):
         limit = request.app.state.settings.max_body_bytes
-        detail = f"request body exceeds {limit} bytes"
-        return json_response({"detail": detail}, status_code=413)
+        return json_response({key: f"request body exceeds {limit} bytes"}, status_code=413)
+    if exc.status_code == 400 and isinstance(exc.__cause__, BodiesInFlightError):
+        answer = json_response({key: BUSY}, status_code=503)
+        answer.headers.update({"retry-after": "1", "connection": "close"})
+        return answer
     if exc.status_code == 400 and exc.__cause__ is not None:
         problem = {"loc": ["body"], "msg": "Invalid JSON: not decodable", "type": "json_invalid"}
         return json_response({"detail": [problem]}, status_code=422)

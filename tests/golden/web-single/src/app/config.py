@@ -38,6 +38,10 @@ REQUEST_LOGS = {
     **dict.fromkeys(("0", "false", "no"), "off"),
 }
 
+# Bytes of request bodies one worker may hold at once (src.app.limits.BodyBudget): two workers
+# holding this much each, plus the model, stay inside the manifests' default memory limit.
+BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
@@ -51,6 +55,7 @@ class Settings:
     label_filepath: Path
     max_rows: int
     max_body_bytes: int
+    max_body_bytes_in_flight: int
     onnx_threads: int
     offload_inference: bool
     fast_path: bool
@@ -68,6 +73,9 @@ class Settings:
             label_filepath=Path(env.get("LABEL_FILEPATH", models / LABEL_FILE_NAME)),
             max_rows=_positive_int(env, "MAX_ROWS", 1000),
             max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", 1048576),
+            max_body_bytes_in_flight=_positive_int(
+                env, "MAX_BODY_BYTES_IN_FLIGHT", BODY_BYTES_IN_FLIGHT
+            ),
             onnx_threads=_positive_int(env, "ONNX_THREADS", 1),
             offload_inference=_flag(env, "OFFLOAD_INFERENCE", False),
             fast_path=_flag(env, "FAST_PATH", True),
