@@ -19,14 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from src.app import config
 from src.app.deps import infer, json_body
 from src.app.errors import error_detail
-from src.app.limits import (
-    BodiesInFlightError,
-    BodyTooLargeError,
-    read_body,
-    refuse,
-    refuse_busy,
-    surely_too_many_rows,
-)
+from src.app.limits import read_or_refuse, surely_too_many_rows
 from src.app.observe import mark_route
 from src.app.routers.predict import too_many_rows
 from src.app.schemas import PredictRequest
@@ -48,15 +41,11 @@ class FastRoutes:
         if method is None or scope["method"] != "POST" or not state.ready:
             await self.app(scope, receive, send)
             return
-        settings = state.settings
         mark_route(scope, scope["path"])
-        try:
-            body = await read_body(scope, receive, settings.max_body_bytes, state.body_budget)
-        except BodyTooLargeError:
-            await refuse(send, settings.max_body_bytes, scope)
-            return
-        except BodiesInFlightError:
-            await refuse_busy(send, scope)
+        body = await read_or_refuse(
+            scope, receive, send, state.settings.max_body_bytes, state.body_budget
+        )
+        if body is None:
             return
         try:
             status, payload = await answer(state, method, body)

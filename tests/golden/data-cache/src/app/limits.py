@@ -140,6 +140,19 @@ async def read_body(scope: Scope, receive: Receive, max_bytes: int, budget: Body
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+async def read_or_refuse(
+    scope: Scope, receive: Receive, send: Send, max_bytes: int, budget: BodyBudget
+) -> bytes | None:
+    """The body as :func:`read_body` reads it, or None once it was answered 413 or 503."""
+    try:
+        return await read_body(scope, receive, max_bytes, budget)
+    except BodyTooLargeError:
+        await refuse(send, max_bytes, scope)
+    except BodiesInFlightError:
+        await refuse_busy(send, scope)
+    return None
+
+
 async def refuse(send: Send, max_bytes: int, scope: Scope) -> None:
     """Answer 413 and close the connection."""
     await _close_with(send, scope, 413, f"request body exceeds {max_bytes} bytes")
