@@ -49,7 +49,9 @@ start_service() {
     export CONTAINERS_CONF="$state/containers.conf" BUILDAH_ISOLATION=chroot
     if ! docker_answers "unix://$socket"; then
         rm -f "$socket"
-        setsid podman system service --time=0 "unix://$socket" >"$state/service.log" 2>&1 &
+        # From /: the service outlives this checkout, and conmon fails in a deleted working folder.
+        (cd / && exec setsid podman system service --time=0 "unix://$socket") \
+            >"$state/service.log" 2>&1 &
         echo $! >"$state/service.pid"
         for _ in $(seq 100); do docker_answers "unix://$socket" && break; sleep 0.1; done
         docker_answers "unix://$socket" || { log "podman service did not start"; exit 1; }
