@@ -15,6 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 # the 413 instead of a broken pipe; beyond it the connection is simply closed after the answer.
 DRAIN_LIMIT = 64 * 1024 * 1024
 BUSY = "the service is reading too many request bodies at once; retry shortly"
+# The OpenAPI description of that answer.
+BUSY_DESCRIPTION = "The worker holds too many request bodies at once: retry after Retry-After"
 
 
 def surely_too_many_rows(body: bytes, max_rows: int, brackets_per_row: int) -> str | None:

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Response
 from src.app.config import SAMPLE_DATA_ID, Settings
 from src.app.deps import ClassifierDep, SettingsDep, infer, json_response
 from src.app.items import ItemLoader, LoaderDep
+from src.app.limits import BUSY_DESCRIPTION
 from src.app.schemas import ErrorResponse, LabelsResponse, PredictRequest, ScoresResponse
 from src.ml.classifier import Classifier
 
@@ -16,7 +17,10 @@ REFUSALS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorResponse, "description": "No item with this ID in the data store"},
     413: {"model": ErrorResponse, "description": "The body is too large"},
     422: {"model": ErrorResponse, "description": "A malformed ID, or an item that is no image"},
-    503: {"model": ErrorResponse, "description": "The data store cannot be read right now"},
+    503: {
+        "model": ErrorResponse,
+        "description": f"The data store cannot be read right now. Or: {BUSY_DESCRIPTION}",
+    },
 }
 SAMPLE_REFUSALS = {code: REFUSALS[code] for code in (404, 422, 503)}
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 
 from src.app.config import DATA_SAMPLE, Settings
 from src.app.deps import ClassifierDep, SettingsDep, infer, json_response
+from src.app.limits import BUSY_DESCRIPTION
 from src.app.schemas import ErrorResponse, LabelsResponse, PredictRequest, ScoresResponse
 
 router = APIRouter(prefix="/predict", tags=["predict"])
@@ -13,6 +14,7 @@ router = APIRouter(prefix="/predict", tags=["predict"])
 REFUSALS: dict[int | str, dict[str, object]] = {
     413: {"model": ErrorResponse, "description": "Too many rows, or the body is too large"},
     422: {"model": ErrorResponse, "description": "The input does not fit the model"},
+    503: {"model": ErrorResponse, "description": BUSY_DESCRIPTION},
 }
 
 

@@ -15,6 +15,7 @@ from src.app.config import DATA_SAMPLE, Settings
 from src.app.deps import ClassifierDep, SettingsDep, infer, json_response
 from src.app.job_schemas import PredictJobResponse
 from src.app.jobs import JobsDep
+from src.app.limits import BUSY_DESCRIPTION
 from src.app.schemas import ErrorResponse, LabelsResponse, PredictRequest, ScoresResponse
 from src.jobs.client import JobClient
 from src.ml.classifier import Classifier
@@ -24,6 +25,7 @@ router = APIRouter(prefix="/predict", tags=["predict"])
 REFUSALS: dict[int | str, dict[str, object]] = {
     413: {"model": ErrorResponse, "description": "Too many rows, or the body is too large"},
     422: {"model": ErrorResponse, "description": "The input does not fit the model"},
+    503: {"model": ErrorResponse, "description": BUSY_DESCRIPTION},
 }
 
 

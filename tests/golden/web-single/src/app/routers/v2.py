@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 
 from src.app.config import Settings
 from src.app.deps import ClassifierDep, SettingsDep, infer, json_response
+from src.app.limits import BUSY_DESCRIPTION
 from src.app.v2 import (
     BINARY,
     ErrorResponse,
@@ -37,6 +38,7 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
     **NOT_FOUND,
     400: {"model": ErrorResponse, "description": "The request does not fit the model"},
     413: {"model": ErrorResponse, "description": "Too many rows, or the body is too large"},
+    503: {"model": ErrorResponse, "description": BUSY_DESCRIPTION},
 }
 
 
