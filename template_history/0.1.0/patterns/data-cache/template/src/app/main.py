@@ -1,0 +1,114 @@
+"""Assembles the application: settings, lifespan (model, data store, cache), limits and routers.
+
+Gunicorn calls the factory (``src.app.main:create_app()``), so importing this module does no work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from src.app import config, errors, metrics
+from src.app.config import Settings, SettingsError
+from src.app.limits import BodyBudget, BodySizeLimit
+from src.app.observe import NO_TELEMETRY, Observe
+from src.app.routers import health, monitoring, predict, v2
+from src.data.cache import TensorCache, key_prefix, redacted
+from src.data.store import DataStore, InvalidDataIdError, validate_data_id
+from src.ml.classifier import Classifier, ModelLoadError
+from src.ml.preprocess import tensor_shape
+
+logger = logging.getLogger(__name__)
+
+
+def load_classifier(settings: Settings) -> Classifier:
+    """The model, checked to take what preprocessing makes and tested on the sample rows."""
+    classifier = Classifier.load(
+        settings.model_filepath, settings.label_filepath, config.OUTPUT_NAME, settings.onnx_threads
+    )
+    row_shape = classifier.metadata()["inputs"][0]["shape"][1:]
+    if tuple(row_shape) != tensor_shape(config.IMAGE_SIDE):
+        raise ModelLoadError(
+            f"{settings.model_filepath}: takes rows of shape {row_shape}, but preprocessing makes "
+            f"{list(tensor_shape(config.IMAGE_SIDE))} ({config.IMAGE_SIDE}x{config.IMAGE_SIDE} "
+            "pixels)"
+        )
+    classifier.self_test(config.load_data_sample())
+    return classifier
+
+
+def open_cache(settings: Settings, store: DataStore) -> TensorCache:
+    """The Redis tensor cache; nothing connects until it is used."""
+    return TensorCache.connect(
+        settings.redis_url,
+        key_prefix(config.SERVICE_NAME, store.uri, config.IMAGE_SIDE),
+        settings.cache_ttl_seconds,
+        tensor_shape(config.IMAGE_SIDE),
+        settings.redis_timeout_seconds,
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the model once per worker and test it; connect the store and the cache."""
+    settings: Settings = app.state.settings
+    try:
+        validate_data_id(config.SAMPLE_DATA_ID)
+    except InvalidDataIdError as err:
+        raise SettingsError(f"sample_data_id {config.SAMPLE_DATA_ID!r}: {err}") from None
+    classifier = load_classifier(settings)
+    metrics.record_model(classifier)
+    store = DataStore(settings.data_uri, settings.max_item_bytes)
+    cache = open_cache(settings, store)
+    app.state.classifier, app.state.store, app.state.cache = classifier, store, cache
+    # Redis being down does not stop the service from starting: it serves uncached meanwhile.
+    health_now = await cache.check()
+    app.state.ready = True
+    logger.info("model ready: %s sha256=%s", classifier.model_path, classifier.sha256)
+    logger.info(
+        "data store %s; cache %s at %s (ttl %d s)",
+        store.uri,
+        health_now,
+        redacted(settings.redis_url),
+        settings.cache_ttl_seconds,
+    )
+    yield
+    # Stop advertising readiness first, so a load balancer drains this worker during shutdown.
+    app.state.ready = False
+    await cache.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service; ``settings`` default to the environment."""
+    settings = settings or Settings.from_env()
+    app = FastAPI(
+        title=config.SERVICE_NAME,
+        version=config.SERVICE_VERSION,
+        description=config.DESCRIPTION,
+        lifespan=lifespan,
+        # FastAPI's OpenTelemetry bridge looks for configured providers on every request, even
+        # when there are none: a few microseconds each, so it is on only when asked for.
+        telemetry=None if settings.opentelemetry else NO_TELEMETRY,
+    )
+    app.state.settings = settings
+    app.state.ready = False
+    # Shared by the body limit and the fast path: what this worker holds of request bodies.
+    app.state.body_budget = BodyBudget(settings.max_body_bytes_in_flight)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, budget=app.state.body_budget
+    )
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(predict.router)
+    app.include_router(v2.router)
+    app.include_router(monitoring.router)
+    # The outermost of the service's own middleware: it observes every answer.
+    app.add_middleware(
+        Observe,
+        request_log=app.state.settings.request_log,
+        log_format=app.state.settings.log_format,
+    )
+    return app

@@ -1,0 +1,72 @@
+"""Liveness, readiness and inventory."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from src.app import config
+from src.app.deps import ClassifierDep, json_response
+from src.app.items import CacheDep
+from src.app.schemas import ErrorResponse, MetadataResponse, ReadyResponse
+from src.ml.preprocess import DTYPE, PREPROCESS_VERSION, tensor_shape
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", summary="Liveness: the process answers")
+async def health() -> dict[str, str]:
+    """Always ``ok`` while the process serves requests."""
+    return {"health": "ok"}
+
+
+@router.get(
+    "/ready",
+    response_model=ReadyResponse,
+    summary="Readiness: the model passed its start-up test; the cache's health",
+    responses={503: {"model": ErrorResponse, "description": "Not ready yet, or shutting down"}},
+)
+async def ready(request: Request) -> Response:
+    """200 once the model answered its start-up test, with ``cache`` ``ok`` or ``degraded``.
+
+    A degraded cache keeps the service ready: it answers uncached until Redis is back.
+    """
+    if not getattr(request.app.state, "ready", False):
+        return json_response({"detail": "model not loaded"}, status_code=503)
+    return json_response({"ready": True, "cache": await request.app.state.cache.check()})
+
+
+@router.get("/metadata", response_model=MetadataResponse, summary="Which model, and how to call it")
+async def metadata(classifier: ClassifierDep, cache: CacheDep) -> Response:
+    """The model and its sha256, tensors, labels, versions, the preprocessing and the cache."""
+    info = classifier.metadata()
+    if info["model_sha256"] == config.MODEL_SHA256:
+        # onnxruntime does not expose the producer's version; the generator read it from the file.
+        info["producer"] = config.MODEL_PRODUCER
+    preprocessing = {
+        "version": PREPROCESS_VERSION,
+        "image_side": config.IMAGE_SIDE,
+        "tensor_shape": list(tensor_shape(config.IMAGE_SIDE)),
+        "dtype": DTYPE.__name__,
+    }
+    return json_response(
+        {
+            "name": config.SERVICE_NAME,
+            "version": config.SERVICE_VERSION,
+            "pattern": config.PATTERN,
+            "builder_version": config.BUILDER_VERSION,
+            **info,
+            "sample_data_id": config.SAMPLE_DATA_ID,
+            "preprocessing": preprocessing,
+            "cache": {
+                "key_prefix": cache.prefix,
+                "ttl_seconds": cache.ttl_seconds,
+                "health": cache.health,
+            },
+        }
+    )
+
+
+@router.get("/label", summary="The label map: class index → name")
+async def label(classifier: ClassifierDep) -> dict[str, str]:
+    """The labels in the order of the scores ``/predict`` returns."""
+    return {str(index): name for index, name in enumerate(classifier.labels)}

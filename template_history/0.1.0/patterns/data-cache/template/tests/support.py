@@ -1,0 +1,66 @@
+"""Helpers of the tests: a real redis-server of their own, and settings pointing at it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from src.app.config import Settings
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A redis-server on 127.0.0.1, configured as the deployment's (maxmemory, LRU eviction)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.folder = folder
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL the service connects with."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start (or restart) the server on its port; return once it accepts connections."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("the tests need redis-server on PATH (apt-get install redis-server)")
+        command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--dir", str(self.folder)]
+        command += ["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"]
+        with (self.folder / "redis.log").open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            time.sleep(0.05)
+        pytest.fail(f"redis-server did not listen on port {self.port}: see {self.folder}")
+
+    def stop(self) -> None:
+        """Stop the server, as an outage would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+def settings_for(redis_url: str, **overrides: str) -> Settings:
+    """The environment's settings, with this Redis (and any other variable) replaced."""
+    return Settings.from_env({**os.environ, "REDIS_URL": redis_url, **overrides})

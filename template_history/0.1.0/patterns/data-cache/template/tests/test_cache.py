@@ -1,0 +1,163 @@
+"""The parts under the endpoints: ID validation, store, preprocessing, tensor encoding, breaker."""
+
+from __future__ import annotations
+
+import io
+
+import fsspec
+import numpy as np
+import pytest
+
+from src.app.config import IMAGE_SIDE, SAMPLE_DATA_ID, Settings
+from src.data.cache import CircuitBreaker, decode_tensor, encode_tensor, key_prefix, redacted
+from src.data.store import (
+    DataStore,
+    InvalidDataIdError,
+    ItemNotFoundError,
+    ItemTooLargeError,
+    StoreUnavailableError,
+    validate_data_id,
+)
+from src.ml.preprocess import DTYPE, ImageDecodeError, preprocess, tensor_shape
+
+SETTINGS = Settings.from_env()
+
+
+@pytest.mark.parametrize("good", ["digit-0000.png", "a", "A_b-c.d.jpeg", "0" * 200])
+def test_plain_names_are_valid_ids(good: str) -> None:
+    assert validate_data_id(good) == good
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "..", "../x", "a/b", "/abs", "a\\b", "s3://b/k", "C:x", ".hidden", "a..b", "é.png"]
+)
+def test_anything_else_is_refused(bad: str) -> None:
+    with pytest.raises(InvalidDataIdError):
+        validate_data_id(bad)
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_breaker_rests_after_a_failure_and_lets_one_trial_through() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(first_pause=1.0, max_pause=4.0, clock=clock)
+    assert breaker.allow() and breaker.healthy
+    assert breaker.failed() == 1.0
+    assert not breaker.allow()
+    clock.now += 1.0
+    assert breaker.allow()  # the trial
+    assert not breaker.allow()  # everyone else waits for its outcome
+    assert breaker.failed() == 2.0
+    assert [breaker.failed() for _ in range(3)] == [4.0, 4.0, 4.0]
+    clock.now += 4.0
+    assert breaker.allow()
+    breaker.succeeded()
+    assert breaker.healthy and breaker.allow() and breaker.allow()
+
+
+def test_the_breaker_pause_stays_bounded_after_many_failures() -> None:
+    breaker = CircuitBreaker(first_pause=0.5, max_pause=30.0, clock=FakeClock())
+    pauses = [breaker.failed() for _ in range(5000)]
+    assert max(pauses) == 30.0
+
+
+def test_a_tensor_survives_encoding_exactly() -> None:
+    tensor = np.linspace(0, 1, IMAGE_SIDE * IMAGE_SIDE, dtype=DTYPE)
+    decoded = decode_tensor(encode_tensor(tensor), tensor.shape)
+    assert decoded is not None
+    assert decoded.dtype == DTYPE
+    assert np.array_equal(decoded, tensor)
+
+
+def npy(array: np.ndarray) -> bytes:
+    """``array`` as a ``.npy`` file, whatever its dtype."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+SIZE = IMAGE_SIDE * IMAGE_SIDE
+
+
+def test_entries_are_npy_files() -> None:
+    tensor = np.arange(SIZE, dtype=DTYPE)
+    assert np.array_equal(np.load(io.BytesIO(encode_tensor(tensor))), tensor)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"garbage",
+        npy(np.zeros(3, dtype=DTYPE)),
+        npy(np.zeros(SIZE, dtype=np.float64)),
+        npy(np.zeros(SIZE, dtype=">f4")),
+        npy(np.zeros((1, SIZE), dtype=DTYPE)),
+        npy(np.full(SIZE, np.nan, dtype=DTYPE)),
+        npy(np.zeros(SIZE, dtype=DTYPE))[:-1],
+    ],
+    ids=["not npy", "wrong size", "float64", "big-endian", "wrong shape", "not finite", "cut"],
+)
+def test_a_foreign_cache_entry_is_not_served(raw: bytes) -> None:
+    assert decode_tensor(raw, tensor_shape(IMAGE_SIDE)) is None
+
+
+def test_keys_change_with_the_store_and_the_preprocessing() -> None:
+    base = key_prefix("svc", "file:///data", IMAGE_SIDE)
+    assert base.startswith("svc:tensor:v")
+    assert key_prefix("svc", "file:///other", IMAGE_SIDE) != base
+    assert key_prefix("svc", "file:///data", IMAGE_SIDE + 1) != base
+
+
+def test_urls_in_logs_carry_no_password() -> None:
+    assert redacted("redis://user:secret@cache:6380/1") == "redis://cache:6380/1"
+
+
+def test_the_sample_item_preprocesses_to_the_model_input() -> None:
+    data = DataStore(SETTINGS.data_uri, SETTINGS.max_item_bytes).read(SAMPLE_DATA_ID)
+    tensor = preprocess(data, IMAGE_SIDE)
+    assert tensor.shape == tensor_shape(IMAGE_SIDE)
+    assert tensor.dtype == DTYPE
+    assert 0.0 <= float(tensor.min()) <= float(tensor.max()) <= 1.0
+    assert np.array_equal(tensor, preprocess(data, IMAGE_SIDE))
+
+
+def test_preprocessing_refuses_what_is_not_an_image() -> None:
+    with pytest.raises(ImageDecodeError):
+        preprocess(b"GIF89a not really", IMAGE_SIDE)
+
+
+def test_any_fsspec_store_works() -> None:
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/unit-store/a.png", b"12345")
+    memory.mkdir("/unit-store/folder.png")
+    try:
+        store = DataStore("memory://unit-store", max_item_bytes=4)
+        assert store.uri == "memory:///unit-store"
+        assert store.ids() == ["a.png"]
+        with pytest.raises(ItemTooLargeError):
+            store.read("a.png")
+        assert DataStore("memory://unit-store", max_item_bytes=5).read("a.png") == b"12345"
+        for missing in ("b.png", "folder.png"):
+            with pytest.raises(ItemNotFoundError):
+                store.read(missing)
+    finally:
+        memory.rm("/unit-store", recursive=True)
+
+
+def test_the_local_store_lists_the_shipped_items() -> None:
+    ids = DataStore(SETTINGS.data_uri, SETTINGS.max_item_bytes).ids()
+    assert SAMPLE_DATA_ID in ids
+    assert ids == sorted(ids)
+
+
+def test_an_unusable_store_uri_is_named() -> None:
+    with pytest.raises(StoreUnavailableError, match="nope://"):
+        DataStore("nope://bucket", 1024)
