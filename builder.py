@@ -17,7 +17,13 @@ import click
 
 from builder_core import BuilderError, BuildResult, __version__, build
 from builder_core.cookiecutter_export import export_cookiecutter
-from builder_core.errors import EXIT_CANNOT_TELL, EXIT_CONFLICTS, EXIT_OUTDATED, VariablesError
+from builder_core.errors import (
+    EXIT_CANNOT_TELL,
+    EXIT_CONFLICTS,
+    EXIT_OUTDATED,
+    InvalidInputError,
+    VariablesError,
+)
 from builder_core.patterns import load_pattern, pattern_names
 from builder_core.upgrade import CheckResult, UpgradeResult, check, upgrade
 
@@ -62,7 +68,11 @@ def _list_patterns(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 )
 @click.option("--model", type=PATH, help="Your ONNX model to serve instead of the sample model.")
 @click.option("--labels", type=PATH, help="Label file (JSON) for --model.")
-@click.option("--force", is_flag=True, help="Replace an existing service folder.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Generate anew over a folder builder made; the old one is moved aside, not deleted.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @click.option(
     "--list-patterns",
@@ -101,7 +111,7 @@ def cli(
             pattern=pattern,
             variable_file=chosen_file,
             correspond_file_path=correspond_file_path,
-            output_dir=output_dir,
+            output_dir=_output_dir(output_dir),
             model=model,
             labels=labels,
             force=force,
@@ -120,6 +130,13 @@ def _explained(implicit: bool, **options: Any) -> BuildResult:
             raise
         hint = "read from ./vars.yaml in the current folder; --variable-file chooses another"
         raise VariablesError(f"{err} ({hint})") from err
+
+
+def _output_dir(output_dir: Path) -> Path:
+    """``--output-dir``, refused up front when it names something other than a folder."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InvalidInputError(f"--output-dir {output_dir}: not a folder")
+    return output_dir
 
 
 def _variables(variable_file: Path | None) -> Path | None:
@@ -159,7 +176,9 @@ def _guarded(action: Callable[[], T], *, failure_code: int | None = None) -> T:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.secho(f"error: {message}", fg="red", err=True)
+    # One line whatever the message quotes (YAML errors, OS errors), for logs and for grep.
+    line = " ".join(part.strip() for part in message.splitlines())
+    click.secho(f"error: {line}", fg="red", err=True)
     sys.exit(code)
 
 
@@ -173,7 +192,16 @@ def _report(result: BuildResult) -> None:
         f"Generated the {result.pattern} service {result.variables.name!r} in {result.target} "
         f"({len(result.files)} files)."
     )
+    _report_previous(result.previous)
     click.echo(f"Next: cd {result.target} && ./run.sh   (see its README.md)")
+
+
+def _report_previous(previous: Path | None) -> None:
+    if previous is not None:
+        click.echo(
+            f"The folder that was there is now {previous}: nothing in it was deleted (edits, "
+            "added files, .git). `builder upgrade` updates a project in place and keeps edits."
+        )
 
 
 # Where the current and the older templates are: for template development and tests, so hidden.
@@ -318,6 +346,7 @@ def export_command(
         f"Exported the {result.pattern} pattern as a cookiecutter template in "
         f"{result.destination} ({result.files} files, {len(result.prompts)} prompts)."
     )
+    _report_previous(result.previous)
     click.echo(f"Use it: cookiecutter {result.destination}")
 
 

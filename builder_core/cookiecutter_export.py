@@ -31,6 +31,8 @@ from builder_core.patterns import IGNORED_NAMES, TEMPLATE_FILES_DIR
 PROJECT_DIR = "{{cookiecutter.name}}"
 TEMPLATES_DIR = "templates"
 EXTENSION_MODULE = "builder_extension"
+# Only an export holds it: what lets --force tell an earlier export from a folder of the user's.
+EXPORT_MARKER = f"{EXTENSION_MODULE}.py"
 JINJA_MARKS = ("{{", "{%", "{#")
 PLAIN_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 USAGE = """\
@@ -57,6 +59,8 @@ class ExportResult:
     pattern: str
     files: int
     prompts: tuple[str, ...]
+    # Where ``force`` moved the folder that was at ``destination`` before, if there was one.
+    previous: Path | None = None
 
 
 def export_cookiecutter(
@@ -72,7 +76,7 @@ def export_cookiecutter(
     :param pattern: the pattern to export (see :func:`pattern_names`).
     :param destination: the folder to create; refused if it exists, unless ``force``.
     :param variable_file: the variables whose values become cookiecutter's defaults.
-    :param force: replace an existing ``destination``.
+    :param force: replace an earlier export at ``destination`` (moved aside, not deleted).
     :param template_root: a folder laid out like the packaged template data, used instead of it.
     :raises BuilderError: a subclass naming what is wrong; nothing is left behind.
     """
@@ -87,8 +91,8 @@ def export_cookiecutter(
     extension = read_bytes(Path(portable.__file__))
     files[PurePosixPath(f"{EXTENSION_MODULE}.py")] = FileContent(extension, 0o644)
     files[PurePosixPath("README.md")] = FileContent(_usage(project, destination), 0o644)
-    write_tree(files, destination, force=force)
-    return ExportResult(destination, project.pattern.name, len(files), tuple(kinds))
+    previous = write_tree(files, destination, force=force, marker=EXPORT_MARKER)
+    return ExportResult(destination, project.pattern.name, len(files), tuple(kinds), previous)
 
 
 def prompted_kinds(project: RenderedProject) -> dict[str, str]:
@@ -179,7 +183,7 @@ def _cookiecutter_json(project: RenderedProject, kinds: dict[str, str], copied: 
     settings[portable.EXPORT_KEY] = {
         "context": project.context,
         "kinds": kinds,
-        "variables": list(values),
+        "variables": list(project.answers["variables"]),
         "answers": {key: value for key, value in project.answers.items() if key != "variables"},
     }
     settings["_extensions"] = [f"{EXTENSION_MODULE}.BuilderExtension"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -10,7 +11,7 @@ from typing import Any, Literal
 import jinja2
 
 from builder_core import output
-from builder_core.errors import InvalidInputError, PackagingError
+from builder_core.errors import InvalidInputError, PackagingError, VariablesError
 from builder_core.model import ServedModel, describe, load_model
 from builder_core.patterns import (
     TEMPLATE_DIR,
@@ -26,6 +27,7 @@ from builder_core.render import make_environment, render_path, render_template
 from builder_core.resources import DEFAULT_VARIABLES, SAMPLE_MODELS_DIR
 from builder_core.variables import (
     Variables,
+    check_name,
     read_mapping_file,
     validate_variables,
     variables_model,
@@ -71,6 +73,8 @@ class BuildResult:
     variables: Variables
     files: tuple[PlannedFile, ...]
     written: bool
+    # Where ``--force`` moved the folder that was at ``target`` before, if there was one.
+    previous: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,8 @@ def build(
     :param output_dir: the folder the service folder is created in.
     :param model: an ONNX model to serve instead of the pattern's sample model.
     :param labels: the label file that goes with ``model`` (required with it).
-    :param force: replace an existing service folder.
+    :param force: replace an existing service folder that builder made; the old one is moved
+        aside to ``BuildResult.previous``, never deleted.
     :param dry_run: plan, render and verify everything, but write nothing.
     :param template_root: a folder laid out like the packaged template data, used instead of it.
     :param template_version: the version of the templates used, recorded in the answers file.
@@ -125,10 +130,16 @@ def build(
         template_version=template_version,
     )
     target = output_dir / project.variables.name
+    previous = None
     if not dry_run:
-        output.write_tree(project.contents, target, force=force)
+        previous = output.write_tree(project.contents, target, force=force, marker=ANSWERS_FILE)
     return BuildResult(
-        target, project.pattern.name, project.variables, project.files, written=not dry_run
+        target,
+        project.pattern.name,
+        project.variables,
+        project.files,
+        written=not dry_run,
+        previous=previous,
     )
 
 
@@ -161,14 +172,19 @@ def render_project(
     else:
         raw, source, described_source = dict(variables), variables_source, variables_source
     if name is not None:
+        check_name(name, "--name")
         raw["name"] = name
-    checked = validate_variables(raw, source, variables_model(chosen.info.variables))
-    checked = describe(checked, served, described_source)
+    given = validate_variables(raw, source, variables_model(chosen.info.variables))
+    checked = describe(given, served, described_source)
     env = make_environment(chosen.root)
     context = template_context(checked, chosen, served)
     planned = plan(chosen, env, context, served)
     contents = render_all(planned, env, context, chosen.root)
     answers = answers_record(checked, chosen, served, user_model, template_version)
+    if given.data_sample is None:
+        # Derived from the model (zeros of its input shape) and derived again on upgrade: for an
+        # image model that is a list of 150,000 numbers the answers file has no need to carry.
+        del answers["variables"]["data_sample"]
     answers_path = PurePosixPath(ANSWERS_FILE)
     contents[answers_path] = output.FileContent(dump_answers(answers).encode(), 0o644)
     planned.append(PlannedFile(answers_path, "write", "answers", ANSWERS_FILE))
@@ -251,8 +267,10 @@ def plan(
     for omitted in chosen.info.omit:
         if entries.pop(PurePosixPath(omitted), None) is None:
             raise PackagingError(f"pattern.yaml: omit: {omitted}: no such output file")
+    claimed: dict[PurePosixPath, str] = {}
     for text, relative in chosen.info.sample_files.items():
         for path, origin, unrendered in _sample_files(env, context, text, chosen.root / relative):
+            _claim(entries, claimed, path, unrendered)
             entries[path] = PlannedFile(path, "copy", str(origin), unrendered)
     for origin, file_name in (
         (served.model_path, "model_file_name"),
@@ -260,8 +278,31 @@ def plan(
     ):
         path = PurePosixPath(MODELS_DIR, context[file_name])
         unrendered = f"{MODELS_DIR}/{{{{ {file_name} }}}}"
+        _claim(entries, claimed, path, unrendered)
         entries[path] = PlannedFile(path, "copy", str(origin), unrendered)
     return [entries[path] for path in sorted(entries)]
+
+
+def _claim(
+    entries: dict[PurePosixPath, PlannedFile],
+    claimed: dict[PurePosixPath, str],
+    path: PurePosixPath,
+    unrendered: str,
+) -> None:
+    """A file named by a variable must not land on any other output file."""
+    variable = _variable_in(unrendered)
+    if path in claimed or path in entries:
+        other = claimed.get(path) or f"the generated file {path}"
+        raise VariablesError(
+            f"variables: {variable}: {path.name!r} would overwrite {other}; choose another name"
+        )
+    claimed[path] = f"{variable} ({path})" if variable != unrendered else str(path)
+
+
+def _variable_in(unrendered: str) -> str:
+    """``models/{{ slow_model_file_name }}`` → ``slow_model_file_name`` (else the path itself)."""
+    match = re.search(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}", unrendered)
+    return match[1] if match else unrendered
 
 
 def _layer_files(

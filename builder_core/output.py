@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import json
+import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -63,37 +67,50 @@ def _parse_problem(path: PurePosixPath, data: bytes) -> str | None:
     return None
 
 
-def write_tree(contents: Mapping[PurePosixPath, FileContent], target: Path, *, force: bool) -> None:
+def write_tree(
+    contents: Mapping[PurePosixPath, FileContent],
+    target: Path,
+    *,
+    force: bool,
+    marker: str,
+) -> Path | None:
     """Write into a temporary sibling folder, then rename it to ``target``.
 
-    A failure removes the temporary folder and any parent folders this call created; an existing
-    ``target`` (with ``force``) is only removed once the new one is in place.
+    ``force`` replaces an existing ``target`` only if it holds ``marker`` (the file builder
+    writes into everything it makes); the old folder is moved aside, never deleted, and its new
+    place is returned. A failure removes the temporary folder and any parent folders this call
+    created; the temporary folders of runs killed earlier are removed first.
     """
-    _check_target(target, force=force)
+    _check_target(target, force=force, marker=marker)
     created: list[Path] = []
-    temp: Path | None = None
     try:
         _make_parents(target.parent, created)
-        temp = Path(
-            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-        )
-        _write_files(temp, contents)
-        _swap_into_place(temp, target)
+        remove_dead_work_folders(target.parent, f".{target.name}.", WORK_SUFFIX)
+        with WorkFolder(target.parent, f".{target.name}.") as temp:
+            _write_files(temp.path, contents)
+            temp.release()
+            return _swap_into_place(temp.path, target)
     except OSError as err:
-        if temp is not None:
-            shutil.rmtree(temp, ignore_errors=True)
         for folder in reversed(created):
             shutil.rmtree(folder, ignore_errors=True)
         raise WriteError(f"{target}: cannot write the service: {err.strerror or err}") from err
 
 
-def _check_target(target: Path, *, force: bool) -> None:
+def _check_target(target: Path, *, force: bool, marker: str) -> None:
     if not (target.exists() or target.is_symlink()):
         return
-    if not force:
-        raise OutputExistsError(f"{target}: already exists; pass --force to replace it")
     if target.is_symlink() or not target.is_dir():
         raise OutputExistsError(f"{target}: exists and is not a folder; not replaced")
+    if not force:
+        raise OutputExistsError(
+            f"{target}: already exists; pass --force to move it aside and generate anew, "
+            "or run `builder upgrade` on it to keep your edits in place"
+        )
+    if not (target / marker).is_file():
+        raise OutputExistsError(
+            f"{target}: exists and was not made by builder (it has no {marker}); --force only "
+            "replaces builder's own folders: move it away or choose another --name or --output-dir"
+        )
 
 
 def _make_parents(folder: Path, created: list[Path]) -> None:
@@ -117,19 +134,110 @@ def _write_files(root: Path, contents: Mapping[PurePosixPath, FileContent]) -> N
         path.chmod(content.mode)
 
 
-def _swap_into_place(temp: Path, target: Path) -> None:
+def _swap_into_place(temp: Path, target: Path) -> Path | None:
+    """Rename ``temp`` to ``target``; an existing ``target`` is moved aside, its place returned."""
     if not target.exists():
         temp.rename(target)
-        return
-    backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-    backup.rmdir()
+        return None
+    backup = _free_backup_name(target)
     target.rename(backup)
     try:
         temp.rename(target)
     except OSError:
         backup.rename(target)
         raise
-    shutil.rmtree(backup)
+    return backup
+
+
+def _free_backup_name(target: Path) -> Path:
+    """``NAME.before-YYYYMMDD-HHMMSS`` beside ``target`` (with ``-2``, ``-3``... if taken)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = target.with_name(f"{target.name}.before-{stamp}")
+    number = 1
+    while candidate.exists() or candidate.is_symlink():
+        number += 1
+        candidate = target.with_name(f"{target.name}.before-{stamp}-{number}")
+    return candidate
+
+
+WORK_SUFFIX = ".partial"
+LOCK_FILE = ".builder-lock"
+# A work folder whose lock file is missing is only taken for dead once it is this old: a live
+# run creates the lock file a moment after the folder, and removes it just before renaming.
+UNLOCKED_GRACE_SECONDS = 60.0
+
+
+class WorkFolder:
+    """A temporary folder that is visibly alive while its run is.
+
+    The folder holds a lock file, locked (``flock``) for as long as this process is writing: the
+    kernel drops the lock when the process dies, even by SIGKILL, so a later run can tell the
+    leftovers of a dead run from the folder of a live one. The folder is removed on failure.
+    """
+
+    def __init__(self, parent: Path, prefix: str, suffix: str = WORK_SUFFIX) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+        self._lock: int | None = None
+        try:
+            self._lock = os.open(self.path / LOCK_FILE, os.O_CREAT | os.O_WRONLY, 0o600)
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._cleanup()
+            raise
+
+    def __enter__(self) -> WorkFolder:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self._cleanup()
+        self._close()
+
+    def release(self) -> None:
+        """Remove the lock file (the lock itself is held until exit) before the folder is used."""
+        (self.path / LOCK_FILE).unlink()
+
+    def _close(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def _cleanup(self) -> None:
+        self._close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def remove_dead_work_folders(parent: Path, prefix: str, suffix: str = WORK_SUFFIX) -> list[Path]:
+    """Remove the work folders under ``parent`` left by runs that died; never a live run's."""
+    removed = []
+    for folder in sorted(parent.glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}")):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        if _is_dead(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _is_dead(folder: Path) -> bool:
+    lock_path = folder / LOCK_FILE
+    try:
+        descriptor = os.open(lock_path, os.O_WRONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        try:
+            age = time.time() - folder.stat().st_mtime
+        except OSError:
+            return False
+        return age > UNLOCKED_GRACE_SECONDS
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # a live run holds it
+    finally:
+        os.close(descriptor)
+    return True
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from builder_core.errors import MappingError, PackagingError, UnknownPatternError, VariablesError
 from builder_core.resources import COMMON_MAPPING, PATTERNS_DIR, data_root
-from builder_core.variables import format_validation_error, read_mapping_file
+from builder_core.variables import VariableSpec, format_validation_error, read_mapping_file
 
 METADATA_FILE = "pattern.yaml"
 TEMPLATE_DIR = "template"
@@ -35,12 +35,20 @@ class PatternInfo(BaseModel):
     sample_model: str = Field(min_length=1)
     # What POST /predict takes: rows of numbers, or the ID of a stored data item.
     request: Literal["rows", "data-id"] = "rows"
-    # The pattern's own variables and their defaults; each default's type is the variable's type.
-    variables: dict[str, str | bool | int | float] = Field(default_factory=dict)
+    # The pattern's own variables: a default (whose type is the variable's type; a string is a
+    # "token"), or ``{default: ..., type: ...}`` naming one of builder's string types.
+    variables: dict[str, str | bool | int | float | VariableSpec] = Field(default_factory=dict)
     # Output path (rendered) → a file or folder under the template data, copied as it is.
     sample_files: dict[str, str] = Field(default_factory=dict)
     # Output paths of the common layer that this pattern does not ship (code it has no use for).
     omit: list[str] = Field(default_factory=list)
+
+    def defaults(self) -> dict[str, str | bool | int | float]:
+        """The pattern's own variables with their default values."""
+        return {
+            key: spec.default if isinstance(spec, VariableSpec) else spec
+            for key, spec in self.variables.items()
+        }
 
 
 @dataclass(frozen=True)

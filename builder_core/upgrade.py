@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic.fields import FieldInfo
 
+from builder_core import safe_yaml
 from builder_core.answers import Answers, answers_path, read_answers
 from builder_core.errors import AnswersError, UpgradeError, VariablesError
 from builder_core.generate import ANSWERS_FILE, MODELS_DIR, RenderedProject, render_project
@@ -256,9 +257,9 @@ def _override_value(key: str, text: str, field: FieldInfo) -> Any:
     stripped = text.strip()
     if stripped.startswith(("[", "{")):
         try:
-            return yaml.safe_load(stripped)
+            return safe_yaml.load(stripped)
         except yaml.YAMLError as err:
-            problem = getattr(err, "problem", None) or err
+            _line, problem = safe_yaml.describe(err)
             raise VariablesError(f"--set {key}: invalid YAML: {problem}") from err
     if field.default is None and stripped in ("", "null", "~"):
         return None

@@ -24,16 +24,41 @@ from pydantic import (
     model_validator,
 )
 
+from builder_core import safe_yaml
 from builder_core.errors import PackagingError, VariablesError
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 IMAGE_REPOSITORY = re.compile(
-    r"^[a-z0-9]+([._-]+[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$"
+    r"[a-z0-9]+([._-]+[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*"
 )
-IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-QUANTITY_CPU = re.compile(r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$")
-QUANTITY_MEMORY = re.compile(r"^[0-9]+(Ki|Mi|Gi)$")
+IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# repository[:tag][@sha256:digest], as docker and Kubernetes take it.
+IMAGE_REFERENCE = re.compile(
+    rf"{IMAGE_REPOSITORY.pattern}(:{IMAGE_TAG.pattern})?(@sha256:[0-9a-f]{{64}})?"
+)
+QUANTITY_CPU = re.compile(r"([1-9][0-9]{0,5}m|[0-9]{1,4}(\.[0-9]{1,3})?)")
+QUANTITY_MEMORY = re.compile(r"[1-9][0-9]{0,6}(Ki|Mi|Gi|Ti)")
+REDIS_SIZE = re.compile(r"[1-9][0-9]{0,9}(b|kb|mb|gb|k|m|g)?", re.IGNORECASE)
+VERSION_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+# A path inside a data store: plain names joined by "/", never "..", never absolute.
+DATA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,15}")
+# The characters a URI may hold here: RFC 3986's, less those that mean something to a shell inside
+# double quotes, to make, to compose's interpolation or to Markdown ($ ` " ' \\ # < > { } | ^ and
+# spaces). Percent-encode anything else.
+URI_CHARS = r"[A-Za-z0-9._~%/:@?&=+,;!*()\[\]-]"
+MODEL_URI = re.compile(rf"(file|https?|s3|gs)://{URI_CHARS}{{1,2048}}")
+REDIS_URL = re.compile(
+    r"rediss?://([A-Za-z0-9._~%-]*(:[A-Za-z0-9._~%-]*)?@)?[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?"
+    r"(/[0-9]{1,2})?"
+)
+# What a pattern variable of type "token" may hold: safe in every file a value can land in.
+TOKEN = re.compile(rf"{URI_CHARS}{{0,256}}")
+TEXT_MAX = 500
+# One line of errors stays readable: a file of 25,000 unknown keys names the first few.
+MAX_PROBLEMS_SHOWN = 10
+
 
 DType = Literal[
     "float16",
@@ -51,7 +76,7 @@ DType = Literal[
 
 
 def _dns_label(value: str) -> str:
-    if len(value) > 63 or not DNS_LABEL.match(value):
+    if len(value) > 63 or not DNS_LABEL.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a DNS-1123 label (lower-case letters, digits and '-', starting and "
             "ending with a letter or digit, at most 63 characters)"
@@ -60,12 +85,34 @@ def _dns_label(value: str) -> str:
 
 
 def _matches(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    """The whole value must match: ``fullmatch``, so a trailing newline is no loophole."""
+
     def check(value: str) -> str:
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             raise ValueError(f"{value!r} is not {what}")
         return value
 
     return AfterValidator(check)
+
+
+def _one_line_text(value: str) -> str:
+    """Free text for a README line: printable, of a sensible length."""
+    return _free_text(value, line_breaks="")
+
+
+def _paragraph_text(value: str) -> str:
+    """Free text that may run over several lines (a YAML block scalar), but holds no controls."""
+    return _free_text(value, line_breaks="\n\r\t")
+
+
+def _free_text(value: str, line_breaks: str) -> str:
+    if len(value) > TEXT_MAX:
+        raise ValueError(f"at most {TEXT_MAX} characters (got {len(value)})")
+    bad = next((c for c in value if not c.isprintable() and c not in line_breaks), None)
+    if bad is not None:
+        kind = "printable text" if line_breaks else "one line of printable text"
+        raise ValueError(f"{kind}; {bad!r} is not allowed")
+    return value
 
 
 def _parse_shape(value: Any) -> Any:
@@ -104,9 +151,53 @@ def _finite(value: float) -> float:
 Shape = Annotated[tuple[int | None, ...], BeforeValidator(_parse_shape)]
 FiniteFloat = Annotated[float, Field(strict=True), AfterValidator(_finite)]
 Sample = Annotated[list[Any], Field(min_length=1)]
-FileName = Annotated[str, _matches(FILE_NAME, "a plain file name")]
+FileName = Annotated[str, _matches(FILE_NAME, "a plain file name (letters, digits, '.', '_', '-')")]
 CpuQuantity = Annotated[str, _matches(QUANTITY_CPU, "a CPU quantity such as 250m or 1")]
 MemoryQuantity = Annotated[str, _matches(QUANTITY_MEMORY, "a memory quantity such as 256Mi")]
+Text = Annotated[str, AfterValidator(_paragraph_text)]
+
+
+def _file_name_with(suffix: str) -> Any:
+    return Annotated[FileName, AfterValidator(lambda v: _suffix(v, suffix))]
+
+
+# The types a pattern's variables may declare in pattern.yaml (``type:``), by name. Each refuses
+# what could change the meaning of a file the value lands in, so junk fails at validation.
+VARIABLE_TYPES: dict[str, tuple[re.Pattern[str] | None, str]] = {
+    "token": (TOKEN, "a value of letters, digits and URI punctuation (no spaces, quotes or $)"),
+    "text": (None, "one line of text"),
+    "file_name": (FILE_NAME, "a plain file name (letters, digits, '.', '_', '-')"),
+    "onnx_file_name": (FILE_NAME, "a plain file name ending with .onnx"),
+    "data_id": (DATA_ID, "a relative path of plain names inside the data store"),
+    "model_uri": (
+        MODEL_URI,
+        "a file://, http(s)://, s3:// or gs:// URI (percent-encode spaces, quotes and $)",
+    ),
+    "redis_url": (REDIS_URL, "a redis:// or rediss:// URL such as redis://redis:6379/0"),
+    "image": (IMAGE_REFERENCE, "an image reference such as redis:7.2-bookworm"),
+    "version": (VERSION_LABEL, "a version label such as v1.2.0 (letters, digits, '.', '_', '-')"),
+    "sha256": (SHA256, "a sha256 of 64 lower-case hex digits"),
+    "memory": (QUANTITY_MEMORY, "a memory quantity such as 256Mi"),
+    "redis_size": (REDIS_SIZE, "a Redis memory size such as 256mb"),
+}
+
+
+def typed_string(type_name: str, *, allow_empty: bool) -> Any:
+    """The annotated ``str`` type of a pattern variable declared as ``type_name``."""
+    pattern, what = VARIABLE_TYPES[type_name]
+
+    def check(value: str) -> str:
+        if value == "" and allow_empty:
+            return value
+        if pattern is None:
+            return _one_line_text(value)
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{value!r} is not {what}")
+        if type_name == "onnx_file_name":
+            _suffix(value, ".onnx")
+        return value
+
+    return Annotated[str, AfterValidator(check)]
 
 
 class Variables(BaseModel):
@@ -115,13 +206,9 @@ class Variables(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
     name: Annotated[str, AfterValidator(_dns_label)]
-    description: str = "An ML inference service."
-    model_file_name: Annotated[FileName, AfterValidator(lambda v: _suffix(v, ".onnx"))] = (
-        "model.onnx"
-    )
-    label_file_name: Annotated[FileName, AfterValidator(lambda v: _suffix(v, ".json"))] = (
-        "label.json"
-    )
+    description: Text = "An ML inference service."
+    model_file_name: _file_name_with(".onnx") = "model.onnx"  # type: ignore[valid-type]
+    label_file_name: _file_name_with(".json") = "label.json"  # type: ignore[valid-type]
     data_type: DType | None = None
     data_structure: Shape | None = None
     data_sample: Sample | None = None
@@ -167,19 +254,24 @@ def _suffix(value: str, suffix: str) -> str:
 
 
 def read_mapping_file(path: Path, what: str) -> dict[str, Any]:
-    """Read a YAML file whose top level must be a mapping; errors name the file."""
+    """Read a YAML file whose top level must be a mapping; errors name the file.
+
+    :mod:`builder_core.safe_yaml` reads it: a file too large, too deep or with duplicate keys or
+    aliases is refused, in one line.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = safe_yaml.read_text(path)
     except FileNotFoundError:
         raise VariablesError(f"{path}: {what} not found") from None
+    except safe_yaml.FileTooLargeError as err:
+        raise VariablesError(f"{path}: {what} {err}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise VariablesError(f"{path}: cannot read {what}: {err}") from err
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml.load(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err)
+        line, problem = safe_yaml.describe(err)
+        where = f" (line {line})" if line is not None else ""
         raise VariablesError(f"{path}{where}: invalid YAML: {problem}") from err
     if data is None:
         return {}
@@ -190,16 +282,53 @@ def read_mapping_file(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def variables_model(extra: Mapping[str, str | bool | int | float]) -> type[Variables]:
-    """:class:`Variables` plus a pattern's own variables, typed by their defaults."""
+def variables_model(extra: Mapping[str, Any]) -> type[Variables]:
+    """:class:`Variables` plus a pattern's own variables.
+
+    ``extra`` maps each name to its default, or to a :class:`VariableSpec` with its type. A
+    string variable with no declared type is a ``token``: nothing that a shell, make, compose or
+    Markdown would read as syntax.
+    """
     if not extra:
         return Variables
     clash = sorted(set(extra) & set(Variables.model_fields))
     if clash:
         raise PackagingError(f"pattern variables {clash} clash with the common variables")
-    fields: dict[str, Any] = {key: (type(default), default) for key, default in extra.items()}
+    fields: dict[str, Any] = {key: _field(spec) for key, spec in extra.items()}
     model: type[Variables] = create_model("PatternVariables", __base__=Variables, **fields)
     return model
+
+
+class VariableSpec(BaseModel):
+    """A pattern variable declared with its type: ``{default: ..., type: ...}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: str | bool | int | float
+    type: Literal[
+        "token", "text", "file_name", "onnx_file_name", "data_id", "model_uri", "redis_url",
+        "image", "version", "sha256", "memory", "redis_size",
+    ] | None = None  # fmt: skip
+    # Bounds of a number.
+    ge: int | None = None
+    le: int | None = None
+
+
+def _field(spec: Any) -> tuple[Any, Any]:
+    if not isinstance(spec, VariableSpec):
+        spec = VariableSpec(default=spec)
+    default = spec.default
+    if isinstance(default, str):
+        annotation = typed_string(spec.type or "token", allow_empty=default == "")
+        return annotation, default
+    if spec.type is not None:
+        raise PackagingError(f"type {spec.type!r} is for strings, but the default is {default!r}")
+    if isinstance(default, bool):
+        return bool, default
+    if isinstance(default, int):
+        bounds = Field(ge=spec.ge if spec.ge is not None else 0, le=spec.le or 10**12)
+        return Annotated[int, bounds], default
+    return Annotated[float, Field(allow_inf_nan=False)], default
 
 
 def validate_variables(
@@ -212,10 +341,19 @@ def validate_variables(
         raise VariablesError(format_validation_error(err, source)) from err
 
 
+def check_name(value: str, source: str) -> str:
+    """A service name from ``source`` (such as ``--name``), or a VariablesError naming it."""
+    try:
+        return _dns_label(value)
+    except ValueError as err:
+        raise VariablesError(f"{source}: {err}") from None
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One line: ``source: key: problem`` for each problem, joined with ``; ``."""
     problems = []
-    for item in err.errors():
+    errors = err.errors()
+    for item in errors[:MAX_PROBLEMS_SHOWN]:
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
@@ -223,4 +361,6 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         elif item["type"] == "missing":
             message = "required key is missing"
         problems.append(f"{key}: {message}")
+    if len(errors) > MAX_PROBLEMS_SHOWN:
+        problems.append(f"and {len(errors) - MAX_PROBLEMS_SHOWN} more problems")
     return f"{source}: " + "; ".join(problems)

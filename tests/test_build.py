@@ -98,16 +98,6 @@ def test_an_existing_folder_is_refused_and_kept(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == ["iris-classifier"]
 
 
-def test_force_replaces_an_existing_folder(tmp_path: Path) -> None:
-    target = tmp_path / "iris-classifier"
-    target.mkdir()
-    (target / "stale.txt").write_text("old")
-    build(output_dir=tmp_path, force=True)
-    assert not (target / "stale.txt").exists()
-    assert (target / "run.sh").is_file()
-    assert leftovers(tmp_path) == ["iris-classifier"]
-
-
 def test_force_never_replaces_a_file(tmp_path: Path) -> None:
     (tmp_path / "iris-classifier").write_text("a file, not a folder")
     with pytest.raises(OutputExistsError, match="not a folder"):

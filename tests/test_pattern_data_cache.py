@@ -159,7 +159,7 @@ def test_the_cached_tensor_is_the_training_scripts_preprocessing(
     assert cached.dtype == np.float32
     assert np.array_equal(cached, fresh)
     ttl = int(redis_cli(empty, "TTL", prefix + SAMPLE_ID))
-    assert 0 < ttl <= int(INFO.variables["cache_ttl_seconds"])
+    assert 0 < ttl <= int(INFO.defaults()["cache_ttl_seconds"])
 
 
 BAD_IDS = {
