@@ -24,6 +24,7 @@ from builder_core.errors import (
     InvalidInputError,
     VariablesError,
 )
+from builder_core.generate import explain
 from builder_core.patterns import load_pattern, pattern_names
 from builder_core.upgrade import CheckResult, UpgradeResult, check, upgrade
 
@@ -348,6 +349,27 @@ def export_command(
     )
     _report_previous(result.previous)
     click.echo(f"Use it: cookiecutter {result.destination}")
+
+
+@cli.command("explain")
+@click.argument("pattern")
+def explain_command(pattern: str) -> None:
+    """Show where each file of PATTERN comes from: common, extended, replaced or added."""
+    origins = _guarded(lambda: explain(pattern))
+    for origin in origins:
+        detail = ""
+        if origin.kind == "extended":
+            detail = f"  blocks: {', '.join(origin.blocks) or '(none)'}"
+        elif origin.kind == "replaced":
+            detail = f"  why: {origin.reason}"
+        elif origin.kind in ("extended", "added"):
+            detail = f"  <- {origin.source}"
+        click.echo(f"{origin.kind:<9} {origin.path}{detail}")
+    counts = {
+        kind: sum(o.kind == kind for o in origins)
+        for kind in ("common", "extended", "replaced", "added", "omitted")
+    }
+    click.echo(", ".join(f"{number} {kind}" for kind, number in counts.items()))
 
 
 def main() -> None:

@@ -24,9 +24,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from builder_core import portable
-from builder_core.generate import MODEL_KEYS, PlannedFile, RenderedProject, render_project
+from builder_core.generate import (
+    MODEL_KEYS,
+    TEMPLATE_SUFFIX,
+    PlannedFile,
+    RenderedProject,
+    render_project,
+)
 from builder_core.output import FileContent, read_bytes, write_tree
-from builder_core.patterns import IGNORED_NAMES, TEMPLATE_FILES_DIR
+from builder_core.patterns import IGNORED_NAMES, TEMPLATE_DIR, TEMPLATE_FILES_DIR, template_tree
 
 PROJECT_DIR = "{{cookiecutter.name}}"
 TEMPLATES_DIR = "templates"
@@ -169,6 +175,12 @@ def _template_sources(project: RenderedProject) -> dict[PurePosixPath, FileConte
             if path.is_file()
             and not IGNORED_NAMES.intersection(path.parts)
             and path.suffix != ".pyc"
+        }
+        # The bases a pattern's own template/ files extend, though they render nothing themselves.
+        names |= {
+            (layer.root / TEMPLATE_DIR / relative).relative_to(root).as_posix()
+            for relative in template_tree(layer)
+            if relative.suffix == TEMPLATE_SUFFIX
         }
     return {
         PurePosixPath(TEMPLATES_DIR, name): FileContent(read_bytes(root / name), 0o644)

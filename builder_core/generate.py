@@ -10,10 +10,11 @@ from typing import Any, Literal
 
 import jinja2
 
-from builder_core import output
+from builder_core import layout, output
 from builder_core.errors import InvalidInputError, PackagingError, VariablesError
 from builder_core.model import ServedModel, describe, load_model
 from builder_core.patterns import (
+    METADATA_FILE,
     TEMPLATE_DIR,
     TEMPLATE_FILES_DIR,
     Layer,
@@ -32,9 +33,12 @@ from builder_core.variables import (
     validate_variables,
     variables_model,
 )
-from builder_core.versions import TEMPLATE_VERSION
+from builder_core.versions import TEMPLATE_VERSION, parse_version
 
 ANSWERS_FILE = ".builder-answers.yml"
+# Templates from this version on declare every common file a pattern replaces (pattern.yaml
+# replaces:); older versions, kept for upgrades, are rendered as they were.
+DECLARED_REPLACEMENTS_SINCE = (0, 2, 0)
 SAMPLE_SOURCE = "sample:"  # model.source in the answers file: "sample:<name>" or "user"
 MODELS_DIR = "models"
 TEMPLATE_SUFFIX = ".j2"
@@ -178,6 +182,8 @@ def render_project(
     checked = describe(given, served, described_source)
     env = make_environment(chosen.root)
     context = template_context(checked, chosen, served)
+    if parse_version(template_version, "template_version") >= DECLARED_REPLACEMENTS_SINCE:
+        file_origins(chosen, env, context)
     planned = plan(chosen, env, context, served)
     contents = render_all(planned, env, context, chosen.root)
     answers = answers_record(checked, chosen, served, user_model, template_version)
@@ -281,6 +287,40 @@ def plan(
         _claim(entries, claimed, path, unrendered)
         entries[path] = PlannedFile(path, "copy", str(origin), unrendered)
     return [entries[path] for path in sorted(entries)]
+
+
+def explain(pattern: str, template_root: Path | None = None) -> list[layout.Origin]:
+    """Every output file of ``pattern`` (with its default variables) and where it comes from."""
+    chosen = load_pattern(pattern, root=template_root.resolve() if template_root else None)
+    served = _served_model(chosen, None, None)
+    path = default_variables(chosen)
+    given = validate_variables(
+        read_mapping_file(path, "variable file"), str(path), variables_model(chosen.info.variables)
+    )
+    checked = describe(given, served, str(path))
+    env = make_environment(chosen.root)
+    return file_origins(chosen, env, template_context(checked, chosen, served))
+
+
+def file_origins(
+    chosen: Pattern, env: jinja2.Environment, context: dict[str, Any]
+) -> list[layout.Origin]:
+    """How each output file of ``chosen`` relates to the common layer (see :mod:`layout`).
+
+    :raises PackagingError: a pattern file replaces a common one without declaring why.
+    """
+    common, *own = (
+        {
+            item.path: layout.LayerFile(item.path, item.source, item.action == "render")
+            for item in _layer_files(chosen.root, layer, env, context)
+        }
+        for layer in chosen.layers
+    )
+    where = str(chosen.layers[-1].root / METADATA_FILE)
+    pattern_files = own[0] if own else {}
+    return layout.origins(
+        chosen.root, common, pattern_files, chosen.info.replaces, chosen.info.omit, where=where
+    )
 
 
 def _claim(

@@ -42,6 +42,8 @@ class PatternInfo(BaseModel):
     sample_files: dict[str, str] = Field(default_factory=dict)
     # Output paths of the common layer that this pattern does not ship (code it has no use for).
     omit: list[str] = Field(default_factory=list)
+    # Common output files this pattern replaces wholesale instead of extending, each with why.
+    replaces: dict[str, str] = Field(default_factory=dict)
 
     def defaults(self) -> dict[str, str | bool | int | float]:
         """The pattern's own variables with their default values."""

@@ -181,13 +181,46 @@ def test_the_books_mapping_prefix_is_accepted(tmp_path: Path) -> None:
     assert (target / "Dockerfile").is_file()
 
 
-def test_a_later_layer_replaces_an_earlier_file(templates: Path, tmp_path: Path) -> None:
+def own_makefile(templates: Path, body: str) -> Path:
+    """Give web-single its own Makefile template over the common one."""
     layer = templates / "patterns" / "web-single"
     (layer / "template_files").mkdir(exist_ok=True)
-    (layer / "template_files" / "Makefile.j2").write_text("# pattern's own Makefile\n")
+    (layer / "template_files" / "Makefile.j2").write_text(body)
     (layer / "correspond_file_path.yaml").write_text("Makefile.j2: Makefile\n")
+    return layer / "pattern.yaml"
+
+
+def test_a_declared_replacement_replaces_the_common_file(templates: Path, tmp_path: Path) -> None:
+    info = own_makefile(templates, "# pattern's own Makefile\n")
+    info.write_text(info.read_text() + "replaces:\n  Makefile: it builds with Bazel\n")
     target = build(output_dir=tmp_path, template_root=templates).target
     assert (target / "Makefile").read_text() == "# pattern's own Makefile\n"
+
+
+def test_an_undeclared_replacement_is_refused_naming_the_file(
+    templates: Path, tmp_path: Path
+) -> None:
+    own_makefile(templates, "# pattern's own Makefile\n")
+    with pytest.raises(PackagingError, match=r"Makefile\.j2 replaces the common .*replaces:"):
+        build(output_dir=tmp_path / "out", template_root=templates)
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_a_pattern_file_that_extends_the_common_one_needs_no_declaration(
+    templates: Path, tmp_path: Path
+) -> None:
+    own_makefile(templates, '{% extends "template_files/Makefile.j2" %}\n')
+    target = build(output_dir=tmp_path, template_root=templates).target
+    assert "help:" in (target / "Makefile").read_text()
+
+
+def test_declaring_a_replacement_that_is_not_one_is_refused(
+    templates: Path, tmp_path: Path
+) -> None:
+    info = templates / "patterns" / "web-single" / "pattern.yaml"
+    info.write_text(info.read_text() + "replaces:\n  Dockerfile: stale reason\n")
+    with pytest.raises(PackagingError, match="replaces: Dockerfile: the pattern does not replace"):
+        build(output_dir=tmp_path, template_root=templates)
 
 
 def omit(templates: Path, path: str) -> None:

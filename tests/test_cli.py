@@ -120,3 +120,22 @@ def test_a_local_vars_yaml_that_does_not_fit_says_where_it_came_from(tmp_path: P
     assert result.returncode == 2
     assert "read from ./vars.yaml in the current folder" in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_explain_shows_where_every_file_comes_from(tmp_path: Path) -> None:
+    result = run_builder("explain", "data-cache", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "extended  .dockerignore  blocks: header, sent" in lines
+    assert "extended  requirements.txt  blocks: extra_requirements (set)" in lines
+    assert any(line.startswith("replaced  docker-compose.yml  why: adds Redis") for line in lines)
+    assert "omitted   src/app/fast.py" in lines
+    assert "common    src/app/v2.py" in lines
+    assert any(
+        line.startswith("added     src/app/items.py  <- patterns/data-cache/") for line in lines
+    )
+    assert lines[-1].endswith("omitted")
+    assert list(tmp_path.iterdir()) == []
+    unknown = run_builder("explain", "nope", cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert "unknown pattern 'nope'" in unknown.stderr
