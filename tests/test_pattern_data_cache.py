@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 PATTERN = "data-cache"
 INFO = load_pattern(PATTERN).info
-SAMPLE_ID = str(INFO.variables["sample_data_id"])
+SAMPLE_ID = str(INFO.defaults()["sample_data_id"])
 REFERENCE = json.loads((REPO / "sample_models" / "digits" / "reference.json").read_text())
 # The background write of a miss may land just after the next request arrives.
 HIT_SECONDS = 5.0
@@ -237,7 +237,7 @@ def test_redis_stopped_mid_test_still_answers_200_uncached(
 def test_compose_and_manifests_configure_the_cache_policy(project: Path) -> None:
     compose = yaml.safe_load((project / "docker-compose.yml").read_text())
     command = compose["services"]["redis"]["command"]
-    memory = f"{INFO.variables['redis_maxmemory_mb']}mb"
+    memory = f"{INFO.defaults()['redis_maxmemory_mb']}mb"
     assert command[command.index("--maxmemory") + 1] == memory
     assert command[command.index("--maxmemory-policy") + 1] == "allkeys-lru"
     assert compose["services"]["api"]["depends_on"]["redis"]["condition"] == "service_healthy"
