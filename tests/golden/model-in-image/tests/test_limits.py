@@ -12,10 +12,16 @@ from typing import Any
 import anyio
 import pytest
 from fastapi.testclient import TestClient
-from starlette.types import Message
+from starlette.types import Message, Receive, Scope, Send
 
 from src.app import config
-from src.app.limits import BodiesInFlightError, BodyBudget
+from src.app.limits import (
+    BodiesInFlightError,
+    BodyBudget,
+    BodySizeLimit,
+    BodyTooLargeError,
+    read_body,
+)
 
 V2_INFER = f"/v2/models/{config.SERVICE_NAME}/infer"
 
@@ -128,3 +134,58 @@ def test_one_body_is_admitted_whatever_the_budget() -> None:
     with pytest.raises(BodiesInFlightError):
         budget.take(1, own=0)
     assert budget.held == 10
+
+
+# A chunked body whose last message crosses the cap: once the body's last message is read, a
+# server's receive() waits for the client to hang up, so draining it must not be tried.
+LAST_OVER_THE_CAP: list[Message] = [
+    {"type": "http.request", "body": b"x" * 10, "more_body": True},
+    {"type": "http.request", "body": b"x" * 10, "more_body": False},
+]
+SCOPE: Scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+
+
+def server_receive(messages: list[Message]) -> Receive:
+    """The body's messages, then what a server does: wait until the client disconnects."""
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        await anyio.sleep_forever()
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+async def read_everything(scope: Scope, receive: Receive, send: Send) -> None:
+    """An application that reads the whole body, as every route does, then answers 200."""
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def test_a_body_crossing_the_cap_in_its_last_message_is_refused_at_once() -> None:
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def main() -> None:
+        limit = BodySizeLimit(read_everything, max_bytes=15, budget=BodyBudget(limit=1000))
+        with anyio.fail_after(5):
+            await limit(SCOPE, server_receive(LAST_OVER_THE_CAP), send)
+
+    anyio.run(main)
+    assert sent[0]["status"] == 413
+
+
+def test_the_fast_paths_reader_refuses_it_at_once_too() -> None:
+    async def main() -> None:
+        with anyio.fail_after(5):
+            await read_body(SCOPE, server_receive(LAST_OVER_THE_CAP), 15, BodyBudget(limit=1000))
+
+    with pytest.raises(BodyTooLargeError):
+        anyio.run(main)

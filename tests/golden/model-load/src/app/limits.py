@@ -81,10 +81,14 @@ class BodySizeLimit:
             return
         started = False
         seen = 0
+        # Whether the body's last message was read: then there is nothing left to drain, and
+        # another receive() would wait for the client to hang up.
+        finished = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, finished
             message = await receive()
+            finished = message["type"] != "http.request" or not message.get("more_body", False)
             size = len(message.get("body", b""))
             if seen + size > self.max_bytes:
                 raise BodyTooLargeError
@@ -102,7 +106,8 @@ class BodySizeLimit:
         except BodyTooLargeError:
             if started:
                 raise
-            await _drain(receive, DRAIN_LIMIT)
+            if not finished:
+                await _drain(receive, DRAIN_LIMIT)
             await refuse(send, self.max_bytes, scope)
         except BodiesInFlightError:
             if started:
@@ -130,7 +135,8 @@ async def read_body(scope: Scope, receive: Receive, max_bytes: int, budget: Body
             message = await receive()
             chunk = message.get("body", b"")
             if size + len(chunk) > max_bytes:
-                await _drain(receive, DRAIN_LIMIT)
+                if message.get("more_body", False):
+                    await _drain(receive, DRAIN_LIMIT)
                 raise BodyTooLargeError
             budget.take(len(chunk), size)
             size += len(chunk)
