@@ -58,9 +58,9 @@ class Settings:
 
     model_filepath: Path
     label_filepath: Path
+    max_rows: int
     max_body_bytes: int
     max_body_bytes_in_flight: int
-    max_rows: int
     onnx_threads: int
     offload_inference: bool
     request_log: str
@@ -80,12 +80,12 @@ class Settings:
         return cls(
             model_filepath=Path(env.get("MODEL_FILEPATH", models / MODEL_FILE_NAME)),
             label_filepath=Path(env.get("LABEL_FILEPATH", models / LABEL_FILE_NAME)),
+            # Rows of one V2 inference request (POST /predict names one item).
+            max_rows=_positive_int(env, "MAX_ROWS", 1000),
             max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", 65536),
             max_body_bytes_in_flight=_positive_int(
                 env, "MAX_BODY_BYTES_IN_FLIGHT", BODY_BYTES_IN_FLIGHT
             ),
-            # Rows of one V2 inference request (POST /predict names one item).
-            max_rows=_positive_int(env, "MAX_ROWS", 1000),
             onnx_threads=_positive_int(env, "ONNX_THREADS", 1),
             offload_inference=_flag(env, "OFFLOAD_INFERENCE", False),
             request_log=_request_log(env),
