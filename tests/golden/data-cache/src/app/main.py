@@ -5,6 +5,7 @@ Gunicorn calls the factory (``src.app.main:create_app()``), so importing this mo
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -66,6 +67,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.classifier, app.state.store, app.state.cache = classifier, store, cache
     # Redis being down does not stop the service from starting: it serves uncached meanwhile.
     health_now = await cache.check()
+    # Everything loaded so far lives as long as the worker: keep the collector from rescanning it.
+    gc.collect()
+    gc.freeze()
     app.state.ready = True
     logger.info("model ready: %s sha256=%s", classifier.model_path, classifier.sha256)
     logger.info(
