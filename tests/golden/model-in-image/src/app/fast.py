@@ -11,6 +11,7 @@ inside any middleware added to the app afterwards (authentication, say).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,9 +25,21 @@ from src.app.observe import mark_route
 from src.app.routers.predict import too_many_rows
 from src.app.schemas import PredictRequest
 
-# Path → the Classifier method that answers it.
-ROUTES = {"/predict": "predict", "/predict/label": "predict_labels"}
+# What answers a path: given the app's state and the validated rows, the answer's JSON object.
+Route = Callable[[Any, list[Any]], Awaitable[dict[str, Any]]]
 JSON = [(b"content-type", b"application/json")]
+
+
+async def _predict(state: Any, rows: list[Any]) -> dict[str, Any]:
+    return {"prediction": await infer(state.settings, state.classifier.predict, rows)}
+
+
+async def _labels(state: Any, rows: list[Any]) -> dict[str, Any]:
+    return {"prediction": await infer(state.settings, state.classifier.predict_labels, rows)}
+
+
+# Path → what answers it, as the route of the same path in routers/predict.py does.
+ROUTES: dict[str, Route] = {"/predict": _predict, "/predict/label": _labels}
 
 
 class FastRoutes:
@@ -36,9 +49,9 @@ class FastRoutes:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = ROUTES.get(scope["path"]) if scope["type"] == "http" else None
+        route = ROUTES.get(scope["path"]) if scope["type"] == "http" else None
         state = scope["app"].state
-        if method is None or scope["method"] != "POST" or not state.ready:
+        if route is None or scope["method"] != "POST" or not state.ready:
             await self.app(scope, receive, send)
             return
         mark_route(scope, scope["path"])
@@ -48,15 +61,15 @@ class FastRoutes:
         if body is None:
             return
         try:
-            status, payload = await answer(state, method, body)
+            status, payload = await answer(state, route, body)
         finally:
             state.body_budget.give_back(len(body))
         await send({"type": "http.response.start", "status": status, "headers": JSON})
         await send({"type": "http.response.body", "body": payload})
 
 
-async def answer(state: Any, method: str, body: bytes) -> tuple[int, bytes]:
-    """Validate ``body`` as FastAPI would, then run ``method`` of the classifier on its rows."""
+async def answer(state: Any, route: Route, body: bytes) -> tuple[int, bytes]:
+    """Validate ``body`` as FastAPI would, then let ``route`` answer for its rows."""
     refusal = surely_too_many_rows(body, state.settings.max_rows, config.BRACKETS_PER_ROW)
     if refusal is not None:
         return 413, json_body({"detail": refusal})
@@ -67,5 +80,4 @@ async def answer(state: Any, method: str, body: bytes) -> tuple[int, bytes]:
     refusal = too_many_rows(len(request.data), state.settings)
     if refusal is not None:
         return 413, json_body({"detail": refusal})
-    prediction = await infer(state.settings, getattr(state.classifier, method), request.data)
-    return 200, json_body({"prediction": prediction})
+    return 200, json_body(await route(state, request.data))

@@ -27,8 +27,12 @@ from src.app.observe import mark_route
 from src.app.routers.predict import scores_and_job, too_many_rows
 from src.app.schemas import PredictRequest
 
+# What answers a path: given the app's state and the validated rows, the answer's JSON object.
+Route = Callable[[Any, list[Any]], Awaitable[dict[str, Any]]]
+JSON = [(b"content-type", b"application/json")]
 
-async def _scores_and_job(state: Any, rows: list[Any]) -> dict[str, Any]:
+
+async def _predict(state: Any, rows: list[Any]) -> dict[str, Any]:
     return await scores_and_job(state.settings, state.classifier, state.jobs, rows)
 
 
@@ -37,11 +41,7 @@ async def _labels(state: Any, rows: list[Any]) -> dict[str, Any]:
 
 
 # Path → what answers it, as the route of the same path in routers/predict.py does.
-ROUTES: dict[str, Callable[[Any, list[Any]], Awaitable[dict[str, Any]]]] = {
-    "/predict": _scores_and_job,
-    "/predict/label": _labels,
-}
-JSON = [(b"content-type", b"application/json")]
+ROUTES: dict[str, Route] = {"/predict": _predict, "/predict/label": _labels}
 
 
 class FastRoutes:
@@ -70,9 +70,7 @@ class FastRoutes:
         await send({"type": "http.response.body", "body": payload})
 
 
-async def answer(
-    state: Any, route: Callable[[Any, list[Any]], Awaitable[dict[str, Any]]], body: bytes
-) -> tuple[int, bytes]:
+async def answer(state: Any, route: Route, body: bytes) -> tuple[int, bytes]:
     """Validate ``body`` as FastAPI would, then let ``route`` answer for its rows."""
     refusal = surely_too_many_rows(body, state.settings.max_rows, config.BRACKETS_PER_ROW)
     if refusal is not None:
