@@ -37,13 +37,14 @@ def call(base: str, path: str, body: Any = None) -> tuple[int, Any]:
         return err.code, json.loads(err.read() or b"null")
 
 
-def wait_ready(base: str) -> None:
-    """Poll /ready until it answers 200."""
+def wait_ready(base: str) -> dict[str, Any]:
+    """Poll /ready until it answers 200; its answer."""
     deadline = time.monotonic() + READY_SECONDS
     while time.monotonic() < deadline:
         try:
-            if call(base, "/ready")[0] == 200:
-                return
+            status, answer = call(base, "/ready")
+            if status == 200:
+                return dict(answer)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.5)
