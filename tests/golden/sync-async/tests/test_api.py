@@ -109,17 +109,17 @@ def test_invalid_json_is_422(client: TestClient) -> None:
     assert response.status_code == 422
 
 
+def test_too_many_rows_is_413(client: TestClient) -> None:
+    response = client.post("/predict", json={"data": [ROW] * (SETTINGS.max_rows + 1)})
+    assert response.status_code == 413
+    assert str(SETTINGS.max_rows) in response.json()["detail"]
+
+
 def test_as_many_rows_as_allowed_are_answered(client: TestClient) -> None:
     # The rows are counted before they are parsed (src.app.limits): the count must not be one off.
     response = client.post("/predict/label", json={"data": [ROW] * SETTINGS.max_rows})
     assert response.status_code == 200, response.text
     assert len(response.json()["prediction"]) == SETTINGS.max_rows
-
-
-def test_too_many_rows_is_413(client: TestClient) -> None:
-    response = client.post("/predict", json={"data": [ROW] * (SETTINGS.max_rows + 1)})
-    assert response.status_code == 413
-    assert str(SETTINGS.max_rows) in response.json()["detail"]
 
 
 def test_too_large_a_body_is_413(client: TestClient) -> None:
