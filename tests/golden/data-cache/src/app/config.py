@@ -81,21 +81,21 @@ class Settings:
             model_filepath=Path(env.get("MODEL_FILEPATH", models / MODEL_FILE_NAME)),
             label_filepath=Path(env.get("LABEL_FILEPATH", models / LABEL_FILE_NAME)),
             # Rows of one V2 inference request (POST /predict names one item).
-            max_rows=_positive_int(env, "MAX_ROWS", 1000),
-            max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", 65536),
-            max_body_bytes_in_flight=_positive_int(
+            max_rows=positive_int(env, "MAX_ROWS", 1000),
+            max_body_bytes=positive_int(env, "MAX_BODY_BYTES", 65536),
+            max_body_bytes_in_flight=positive_int(
                 env, "MAX_BODY_BYTES_IN_FLIGHT", BODY_BYTES_IN_FLIGHT
             ),
-            onnx_threads=_positive_int(env, "ONNX_THREADS", 1),
+            onnx_threads=positive_int(env, "ONNX_THREADS", 1),
             offload_inference=_flag(env, "OFFLOAD_INFERENCE", False),
             request_log=_request_log(env),
             log_format=_choice(env, "LOG_FORMAT", "text", FORMATS),
             opentelemetry=_flag(env, "OPENTELEMETRY", False),
             data_uri=env.get("DATA_URI") or str(PROJECT_ROOT / "data"),
-            max_item_bytes=_positive_int(env, "MAX_ITEM_BYTES", 4 * 1024 * 1024),
+            max_item_bytes=positive_int(env, "MAX_ITEM_BYTES", 4 * 1024 * 1024),
             redis_url=_redis_url(env),
-            cache_ttl_seconds=_positive_int(env, "CACHE_TTL_SECONDS", 3600),
-            redis_timeout_seconds=_positive_int(env, "REDIS_TIMEOUT_MS", 250) / 1000,
+            cache_ttl_seconds=positive_int(env, "CACHE_TTL_SECONDS", 3600),
+            redis_timeout_seconds=positive_int(env, "REDIS_TIMEOUT_MS", 250) / 1000,
         )
 
 
@@ -112,7 +112,8 @@ def _redis_url(env: Mapping[str, str]) -> str:
     return url
 
 
-def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:
+def positive_int(env: Mapping[str, str], key: str, default: int) -> int:
+    """``env[key]`` as a positive integer, ``default`` when unset; else a SettingsError."""
     raw = env.get(key)
     if raw is None:
         return default

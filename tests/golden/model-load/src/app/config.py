@@ -71,12 +71,12 @@ class Settings:
         return cls(
             model_filepath=Path(env.get("MODEL_FILEPATH", models / MODEL_FILE_NAME)),
             label_filepath=Path(env.get("LABEL_FILEPATH", models / LABEL_FILE_NAME)),
-            max_rows=_positive_int(env, "MAX_ROWS", 1000),
-            max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", 1048576),
-            max_body_bytes_in_flight=_positive_int(
+            max_rows=positive_int(env, "MAX_ROWS", 1000),
+            max_body_bytes=positive_int(env, "MAX_BODY_BYTES", 1048576),
+            max_body_bytes_in_flight=positive_int(
                 env, "MAX_BODY_BYTES_IN_FLIGHT", BODY_BYTES_IN_FLIGHT
             ),
-            onnx_threads=_positive_int(env, "ONNX_THREADS", 1),
+            onnx_threads=positive_int(env, "ONNX_THREADS", 1),
             offload_inference=_flag(env, "OFFLOAD_INFERENCE", False),
             fast_path=_flag(env, "FAST_PATH", True),
             request_log=_request_log(env),
@@ -85,7 +85,8 @@ class Settings:
         )
 
 
-def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:
+def positive_int(env: Mapping[str, str], key: str, default: int) -> int:
+    """``env[key]`` as a positive integer, ``default`` when unset; else a SettingsError."""
     raw = env.get(key)
     if raw is None:
         return default

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from src.app.config import PROJECT_ROOT, SettingsError
+from src.app.config import PROJECT_ROOT, positive_int
 
 SLOW_MODEL_FILE_NAME = "slow_model.onnx"
 # Every Redis key of this service starts with it, so several services can share one Redis.
@@ -48,12 +48,12 @@ class QueueSettings:
         default_heartbeat = Path(tempfile.gettempdir()) / f"{KEY_PREFIX}-worker.heartbeat"
         return cls(
             redis_url=env.get("REDIS_URL", DEFAULT_REDIS_URL),
-            job_ttl_seconds=_positive_int(env, "JOB_TTL_SECONDS", 3600),
-            max_queue_length=_positive_int(env, "MAX_QUEUE_LENGTH", 10000),
-            redis_timeout_ms=_positive_int(env, "REDIS_TIMEOUT_MS", 250),
-            claim_idle_ms=_positive_int(env, "CLAIM_IDLE_MS", 30000),
-            max_attempts=_positive_int(env, "MAX_ATTEMPTS", 3),
-            block_ms=_positive_int(env, "BLOCK_MS", 1000),
+            job_ttl_seconds=positive_int(env, "JOB_TTL_SECONDS", 3600),
+            max_queue_length=positive_int(env, "MAX_QUEUE_LENGTH", 10000),
+            redis_timeout_ms=positive_int(env, "REDIS_TIMEOUT_MS", 250),
+            claim_idle_ms=positive_int(env, "CLAIM_IDLE_MS", 30000),
+            max_attempts=positive_int(env, "MAX_ATTEMPTS", 3),
+            block_ms=positive_int(env, "BLOCK_MS", 1000),
             slow_model_filepath=Path(
                 env.get("SLOW_MODEL_FILEPATH", PROJECT_ROOT / "models" / SLOW_MODEL_FILE_NAME)
             ),
@@ -64,16 +64,3 @@ class QueueSettings:
     def heartbeat_max_age(self) -> float:
         """Seconds after which a silent worker counts as dead: by then its job is reclaimed."""
         return max(self.claim_idle_ms, 3 * self.block_ms) / 1000
-
-
-def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:
-    raw = env.get(key)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{key}={raw!r}: expected a positive integer") from None
-    if value < 1:
-        raise SettingsError(f"{key}={raw!r}: expected a positive integer")
-    return value
