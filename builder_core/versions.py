@@ -10,7 +10,7 @@ import re
 
 from builder_core.errors import TemplateVersionError
 
-TEMPLATE_VERSION = "0.2.0"
+TEMPLATE_VERSION = "0.3.0"
 VERSION = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
 
 Version = tuple[int, int, int]

@@ -1,0 +1,219 @@
+"""Caps on request bodies, enforced before a body is parsed.
+
+One large body must not push a worker past its memory limit, so the size is checked from the
+``Content-Length`` header and again while the body streams in (chunked uploads have no header).
+Nor may many at once: a worker holds at most MAX_BODY_BYTES_IN_FLIGHT bytes of request bodies
+across all the requests it is reading or answering (``BodyBudget``); past that, a new body is
+answered 503 with ``Retry-After`` and its connection closed.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# A refused body is still read (and dropped) up to this many bytes, so that an ordinary client gets
+# the 413 instead of a broken pipe; beyond it the connection is simply closed after the answer.
+DRAIN_LIMIT = 64 * 1024 * 1024
+BUSY = "the service is reading too many request bodies at once; retry shortly"
+# The OpenAPI description of that answer.
+BUSY_DESCRIPTION = "The worker holds too many request bodies at once: retry after Retry-After"
+
+
+def surely_too_many_rows(body: bytes, max_rows: int, brackets_per_row: int) -> str | None:
+    """Why ``body`` is refused before it is parsed, when it holds more rows than ``max_rows``.
+
+    Parsing is what a body costs (a 1 MiB body of short rows is 100 000 rows, about 60 ms of a
+    worker's event loop turned into Python lists), so the rows are counted first, by their
+    opening brackets: a valid body has exactly ``1 + rows * brackets_per_row`` of them, since only
+    numbers may be inside. A body over the count for ``max_rows`` is refused whatever it holds;
+    one under it is parsed and checked as usual.
+    """
+    if body.count(b"[") > 1 + max_rows * brackets_per_row:
+        return f"data: more than {max_rows} rows; at most {max_rows} per request"
+    return None
+
+
+class BodyTooLargeError(Exception):
+    """The body grew past the limit while it was being read."""
+
+
+class BodiesInFlightError(Exception):
+    """This worker already holds as many bytes of request bodies as it may."""
+
+
+class BodyBudget:
+    """The bytes of request bodies one worker holds at once, whatever the number of requests.
+
+    The event loop is the only user, so there is nothing to lock. A body is admitted whatever
+    its size while no other is held, so a limit below MAX_BODY_BYTES never refuses every request.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int, own: int) -> None:
+        """Hold ``size`` more bytes for a body holding ``own`` already, or BodiesInFlightError."""
+        if self.held > own and self.held + size > self.limit:
+            raise BodiesInFlightError
+        self.held += size
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+
+class BodySizeLimit:
+    """Pure ASGI middleware: 413 for a body over ``max_bytes``, 503 past the worker's budget."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, budget: BodyBudget) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.budget = budget
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await _drain(receive, 0 if declared > DRAIN_LIMIT else declared)
+            await refuse(send, self.max_bytes, scope)
+            return
+        started = False
+        seen = 0
+        # Whether the body's last message was read: then there is nothing left to drain, and
+        # another receive() would wait for the client to hang up.
+        finished = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen, finished
+            message = await receive()
+            finished = message["type"] != "http.request" or not message.get("more_body", False)
+            size = len(message.get("body", b""))
+            if seen + size > self.max_bytes:
+                raise BodyTooLargeError
+            self.budget.take(size, seen)
+            seen += size
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLargeError:
+            if started:
+                raise
+            if not finished:
+                await _drain(receive, DRAIN_LIMIT)
+            await refuse(send, self.max_bytes, scope)
+        except BodiesInFlightError:
+            if started:
+                raise
+            await refuse_busy(send, scope)
+        finally:
+            self.budget.give_back(seen)
+
+
+async def read_body(scope: Scope, receive: Receive, max_bytes: int, budget: BodyBudget) -> bytes:
+    """The whole request body, held in ``budget`` (the caller gives ``len(body)`` back).
+
+    BodyTooLargeError (after draining) if it exceeds ``max_bytes``; BodiesInFlightError if the
+    worker already holds its budget. Either way nothing of it stays held.
+    """
+    declared = _content_length(scope)
+    if declared is not None and declared > max_bytes:
+        await _drain(receive, 0 if declared > DRAIN_LIMIT else declared)
+        raise BodyTooLargeError
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    try:
+        while more:
+            message = await receive()
+            chunk = message.get("body", b"")
+            if size + len(chunk) > max_bytes:
+                if message.get("more_body", False):
+                    await _drain(receive, DRAIN_LIMIT)
+                raise BodyTooLargeError
+            budget.take(len(chunk), size)
+            size += len(chunk)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+    except BaseException:
+        budget.give_back(size)
+        raise
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def read_or_refuse(
+    scope: Scope, receive: Receive, send: Send, max_bytes: int, budget: BodyBudget
+) -> bytes | None:
+    """The body as :func:`read_body` reads it, or None once it was answered 413 or 503."""
+    try:
+        return await read_body(scope, receive, max_bytes, budget)
+    except BodyTooLargeError:
+        await refuse(send, max_bytes, scope)
+    except BodiesInFlightError:
+        await refuse_busy(send, scope)
+    return None
+
+
+async def refuse(send: Send, max_bytes: int, scope: Scope) -> None:
+    """Answer 413 and close the connection."""
+    await _close_with(send, scope, 413, f"request body exceeds {max_bytes} bytes")
+
+
+async def refuse_busy(send: Send, scope: Scope) -> None:
+    """Answer 503 with Retry-After and close the connection, the rest of the body unread."""
+    await _close_with(send, scope, 503, BUSY, [(b"retry-after", b"1")])
+
+
+def error_key(path: str) -> str:
+    """The key of an error's message: the V2 protocol's under its paths, FastAPI's elsewhere."""
+    return "error" if path.startswith("/v2/") else "detail"
+
+
+async def _close_with(
+    send: Send,
+    scope: Scope,
+    status: int,
+    message: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body = f'{{"{error_key(scope["path"])}":"{message}"}}'.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Receive, limit: int) -> None:
+    """Read and drop the rest of the body, up to ``limit`` bytes."""
+    dropped = 0
+    while dropped < limit:
+        message = await receive()
+        dropped += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
