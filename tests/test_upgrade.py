@@ -48,8 +48,16 @@ class Templates:
 
 
 def insert_after_first_line(path: Path, lines: list[str]) -> None:
+    """Insert ``lines`` after the first line the template writes out (past its header comment)."""
     text = path.read_text().splitlines(keepends=True)
-    path.write_text("".join([text[0], *(line + "\n" for line in lines), *text[1:]]))
+    first = 0
+    if text[0].startswith("{#"):
+        first = next(index for index, line in enumerate(text) if line.rstrip().endswith("#}")) + 1
+    while text[first].lstrip().startswith("{%"):
+        first += 1
+    path.write_text(
+        "".join([*text[: first + 1], *(line + "\n" for line in lines), *text[first + 1 :]])
+    )
 
 
 @pytest.fixture(scope="session")
