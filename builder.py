@@ -1,8 +1,8 @@
 """The ``builder`` command line: generate an ML inference service from ``vars.yaml``.
 
-``builder [options]`` generates; ``builder upgrade``, ``builder check`` and
-``builder export-cookiecutter`` work on generated projects and patterns. Only the CLI lives here;
-:mod:`builder_core` does the work.
+``builder [options]`` generates; ``builder upgrade``, ``builder check``, ``builder explain``,
+``builder export-cookiecutter`` and ``builder test-pattern`` work on generated projects and
+patterns. Only the CLI lives here; :mod:`builder_core` does the work.
 """
 
 from __future__ import annotations
@@ -25,7 +25,15 @@ from builder_core.errors import (
     VariablesError,
 )
 from builder_core.generate import explain
-from builder_core.patterns import load_pattern, pattern_names
+from builder_core.pattern_ci import Step, run_pattern_tests
+from builder_core.patterns import (
+    PATTERN_PATH_ENV,
+    Found,
+    find_patterns,
+    load_pattern,
+    read_info,
+    search_path,
+)
 from builder_core.upgrade import CheckResult, UpgradeResult, check, upgrade
 
 LOCAL_VARIABLES = Path("vars.yaml")
@@ -34,17 +42,47 @@ PATH = click.Path(path_type=Path)
 T = TypeVar("T")
 
 
-def _list_patterns(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    if not value or ctx.resilient_parsing:
-        return
-    for name in pattern_names():
-        click.echo(f"{name:<16} {load_pattern(name).info.description}")
-    ctx.exit(0)
+# Folders of patterns of your own; on the group (for generating and listing) and on every command
+# that finds a pattern by name. The group's come first, then the command's, then the variable's.
+PATTERN_PATH = click.option(
+    "--pattern-path",
+    "pattern_path",
+    type=PATH,
+    multiple=True,
+    metavar="DIR",
+    help=f"A folder of patterns of your own, DIR/<pattern>/ (repeatable; searched before "
+    f"{PATTERN_PATH_ENV}, a {os.pathsep}-separated list).",
+)
+
+
+def _search_path(own: tuple[Path, ...]) -> tuple[Path, ...]:
+    """The pattern path: the group's --pattern-path, the command's, then BUILDER_PATTERN_PATH."""
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    given = own if root is ctx else (*root.params.get("pattern_path", ()), *own)
+    return search_path(given, os.environ)
+
+
+def _list_patterns(folders: tuple[Path, ...]) -> None:
+    for item in find_patterns(folders):
+        where = "packaged" if item.search_dir is None else str(item.folder)
+        click.echo(f"{item.name:<16} {_description(item)}  [{where}]")
+
+
+def _description(item: Found) -> str:
+    """A pattern's description, or why it is not used or cannot be read."""
+    if item.note:
+        return item.note
+    try:
+        return " ".join(read_info(item.folder).description.split())
+    except BuilderError as err:
+        return f"cannot be used: {err}"
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--name", help="Service name (a DNS-1123 label); wins over `name` in the variables.")
 @click.option("--pattern", default=DEFAULT_PATTERN, show_default=True, help="Serving pattern.")
+@PATTERN_PATH
 @click.option(
     "--variable-file",
     "--variable_file",
@@ -78,10 +116,7 @@ def _list_patterns(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 @click.option(
     "--list-patterns",
     is_flag=True,
-    expose_value=False,
-    is_eager=True,
-    callback=_list_patterns,
-    help="List the patterns with a line of description each.",
+    help="List the patterns with a line of description each and where each comes from.",
 )
 @click.version_option(__version__, prog_name="builder")
 @click.pass_context
@@ -89,6 +124,7 @@ def cli(
     ctx: click.Context,
     name: str | None,
     pattern: str,
+    pattern_path: tuple[Path, ...],
     variable_file: Path | None,
     correspond_file_path: Path | None,
     output_dir: Path,
@@ -96,11 +132,15 @@ def cli(
     labels: Path | None,
     force: bool,
     dry_run: bool,
+    list_patterns: bool,
 ) -> None:
     """Generate a production-ready ML inference service from one vars.yaml.
 
-    Without a command, generates a service. The commands work on generated projects.
+    Without a command, generates a service. The commands work on generated projects and patterns.
     """
+    if list_patterns:
+        _guarded(lambda: _list_patterns(_search_path(pattern_path)))
+        ctx.exit(0)
     if ctx.invoked_subcommand is not None:
         _refuse_generation_options(ctx)
         return
@@ -108,6 +148,7 @@ def cli(
     result = _guarded(
         lambda: _explained(
             chosen_file is not None and variable_file is None,
+            pattern_path=_search_path(pattern_path),
             name=name,
             pattern=pattern,
             variable_file=chosen_file,
@@ -151,7 +192,9 @@ def _refuse_generation_options(ctx: click.Context) -> None:
     given = [
         param.opts[0]
         for param in ctx.command.params
+        # The pattern path is for the commands too: they read it from here.
         if param.name
+        and param.name != "pattern_path"
         and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE
     ]
     if given:
@@ -237,20 +280,23 @@ def _settings(
     callback=_settings,
     help="Change a variable while upgrading (repeatable).",
 )
+@PATTERN_PATH
 @TEMPLATE_ROOT
 @HISTORY_ROOT
 def upgrade_command(
     project: Path,
     dry_run: bool,
     settings: dict[str, str],
+    pattern_path: tuple[Path, ...],
     template_root: Path | None,
     history_root: Path | None,
 ) -> None:
     """Merge the current templates' changes into PROJECT, keeping your edits.
 
-    Exit status: 0 merged cleanly, 3 merged with conflicts (the files are listed; resolve the
-    <<<<<<< markers), 2 the project cannot be upgraded as it is, 1 anything else. A failure
-    changes nothing.
+    A project generated from a pattern of your own needs its folder in the pattern path, as when
+    it was generated. Exit status: 0 merged cleanly, 3 merged with conflicts (the files are
+    listed; resolve the <<<<<<< markers), 2 the project cannot be upgraded as it is, 1 anything
+    else. A failure changes nothing.
     """
     result = _guarded(
         lambda: upgrade(
@@ -259,6 +305,7 @@ def upgrade_command(
             overrides=settings,
             template_root=template_root,
             history_root=history_root,
+            pattern_path=_search_path(pattern_path),
         )
     )
     _report_upgrade(result)
@@ -289,16 +336,28 @@ def _report_upgrade(result: UpgradeResult) -> None:
 
 @cli.command("check")
 @click.argument("project", type=PATH)
+@PATTERN_PATH
 @TEMPLATE_ROOT
 @HISTORY_ROOT
-def check_command(project: Path, template_root: Path | None, history_root: Path | None) -> None:
+def check_command(
+    project: Path,
+    pattern_path: tuple[Path, ...],
+    template_root: Path | None,
+    history_root: Path | None,
+) -> None:
     """Tell whether PROJECT is current with the templates (for CI).
 
-    Exit status: 0 current, 1 the templates have moved on (what changed is printed),
-    2 cannot tell (the message says why).
+    A project generated from a pattern of your own needs its folder in the pattern path. Exit
+    status: 0 current, 1 the templates have moved on (what changed is printed), 2 cannot tell
+    (the message says why).
     """
     result = _guarded(
-        lambda: check(project, template_root=template_root, history_root=history_root),
+        lambda: check(
+            project,
+            template_root=template_root,
+            history_root=history_root,
+            pattern_path=_search_path(pattern_path),
+        ),
         failure_code=EXIT_CANNOT_TELL,
     )
     _report_check(result)
@@ -330,17 +389,26 @@ def _report_check(result: CheckResult) -> None:
     help="Variables whose values become the defaults [default: ./vars.yaml, else the packaged].",
 )
 @click.option("--force", is_flag=True, help="Replace an existing DESTINATION.")
+@PATTERN_PATH
 @click.argument("destination", type=PATH)
 def export_command(
-    pattern: str, variable_file: Path | None, force: bool, destination: Path
+    pattern: str,
+    variable_file: Path | None,
+    force: bool,
+    pattern_path: tuple[Path, ...],
+    destination: Path,
 ) -> None:
-    """Write PATTERN as a cookiecutter template into DESTINATION (a new folder)."""
+    """Write PATTERN as a cookiecutter template into DESTINATION (a new folder).
+
+    A pattern of your own is exported with builder's bases it extends: the export stands alone.
+    """
     result = _guarded(
         lambda: export_cookiecutter(
             pattern=pattern,
             destination=destination,
             variable_file=_variables(variable_file),
             force=force,
+            pattern_path=_search_path(pattern_path),
         )
     )
     click.echo(
@@ -353,9 +421,15 @@ def export_command(
 
 @cli.command("explain")
 @click.argument("pattern")
-def explain_command(pattern: str) -> None:
+@PATTERN_PATH
+def explain_command(pattern: str, pattern_path: tuple[Path, ...]) -> None:
     """Show where each file of PATTERN comes from: common, extended, replaced or added."""
-    origins = _guarded(lambda: explain(pattern))
+    folders = _guarded(lambda: _search_path(pattern_path))
+    chosen = _guarded(lambda: load_pattern(pattern, pattern_path=folders))
+    origins = _guarded(lambda: explain(pattern, pattern_path=folders))
+    if chosen.external:
+        prefix = chosen.layers[-1].prefix
+        click.echo(f"pattern {pattern} from {chosen.folder} (its files are named {prefix}...)")
     for origin in origins:
         detail = ""
         if origin.kind == "extended":
@@ -370,6 +444,40 @@ def explain_command(pattern: str) -> None:
         for kind in ("common", "extended", "replaced", "added", "omitted")
     }
     click.echo(", ".join(f"{number} {kind}" for kind, number in counts.items()))
+
+
+@cli.command("test-pattern")
+@click.argument("folder", type=PATH)
+@click.option(
+    "--keep",
+    type=PATH,
+    metavar="DIR",
+    help="Generate into DIR (new or empty) and keep the project and its .venv for inspection.",
+)
+def test_pattern_command(folder: Path, keep: Path | None) -> None:
+    """Generate the pattern in FOLDER (a DIR/<pattern>/) with its sample variables and check it.
+
+    The checks: every file renders and parses; the manifests pass kubernetes-validate (strict);
+    every Dockerfile passes hadolint; the project's own tests pass in a fresh virtualenv (uv).
+    The tools come with: pip install 'builder[pattern-test]'. Exit status: 0 every check passed,
+    1 a check failed, 2 FOLDER is not a pattern or an option is wrong.
+    """
+    steps = _guarded(lambda: run_pattern_tests(folder, keep=keep, report=_report_step))
+    failed = sum(step.status == "FAIL" for step in steps)
+    skipped = sum(step.status == "SKIP" for step in steps)
+    if not failed and not skipped:
+        click.echo(f"All {len(steps)} checks passed.")
+        sys.exit(0)
+    click.echo(
+        f"{failed} of {len(steps)} checks failed" + (f", {skipped} not run." if skipped else ".")
+    )
+    sys.exit(1)
+
+
+def _report_step(step: Step) -> None:
+    click.echo(f"{step.status} {step.name:<10} {step.reason}")
+    for line in step.details:
+        click.echo(f"    {line}")
 
 
 def main() -> None:

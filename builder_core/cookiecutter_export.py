@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -76,6 +77,7 @@ def export_cookiecutter(
     variable_file: Path | None = None,
     force: bool = False,
     template_root: Path | None = None,
+    pattern_path: Sequence[Path] = (),
 ) -> ExportResult:
     """Write ``pattern`` as a cookiecutter template into the new folder ``destination``.
 
@@ -84,10 +86,15 @@ def export_cookiecutter(
     :param variable_file: the variables whose values become cookiecutter's defaults.
     :param force: replace an earlier export at ``destination`` (moved aside, not deleted).
     :param template_root: a folder laid out like the packaged template data, used instead of it.
+    :param pattern_path: folders of patterns of your own (see :func:`build`); the export holds
+        the pattern's templates and builder's bases they extend, so it needs neither afterwards.
     :raises BuilderError: a subclass naming what is wrong; nothing is left behind.
     """
     project = render_project(
-        pattern=pattern, variable_file=variable_file, template_root=template_root
+        pattern=pattern,
+        variable_file=variable_file,
+        template_root=template_root,
+        pattern_path=pattern_path,
     )
     kinds = prompted_kinds(project)
     tree, copied = _project_tree(project, kinds)
@@ -164,13 +171,16 @@ def _glob_literal(path: str) -> str:
 
 
 def _template_sources(project: RenderedProject) -> dict[PurePosixPath, FileContent]:
-    """Every template a rendered file uses, and everything they may import, under templates/."""
-    root = project.pattern.root
+    """Every template a rendered file uses, and everything they may import, under templates/.
+
+    Each is stored under its template name, a pattern-path pattern's under ``external/<name>/``.
+    """
+    pattern = project.pattern
     names = {item.source for item in project.files if item.action == "render"}
-    for layer in project.pattern.layers:
+    for layer in pattern.layers:
         folder = layer.root / TEMPLATE_FILES_DIR
         names |= {
-            path.relative_to(root).as_posix()
+            f"{layer.prefix}{TEMPLATE_FILES_DIR}/{path.relative_to(folder).as_posix()}"
             for path in folder.rglob("*")
             if path.is_file()
             and not IGNORED_NAMES.intersection(path.parts)
@@ -178,12 +188,12 @@ def _template_sources(project: RenderedProject) -> dict[PurePosixPath, FileConte
         }
         # The bases a pattern's own template/ files extend, though they render nothing themselves.
         names |= {
-            (layer.root / TEMPLATE_DIR / relative).relative_to(root).as_posix()
+            f"{layer.prefix}{TEMPLATE_DIR}/{relative.as_posix()}"
             for relative in template_tree(layer)
             if relative.suffix == TEMPLATE_SUFFIX
         }
     return {
-        PurePosixPath(TEMPLATES_DIR, name): FileContent(read_bytes(root / name), 0o644)
+        PurePosixPath(TEMPLATES_DIR, name): FileContent(read_bytes(pattern.locate(name)), 0o644)
         for name in sorted(names)
     }
 

@@ -51,7 +51,22 @@ class ModelFileError(InvalidInputError):
 
 
 class UnknownPatternError(InvalidInputError):
-    """``--pattern`` names no pattern the generator has."""
+    """``--pattern`` names no pattern the generator has, packaged or in the pattern path."""
+
+
+class PatternPathError(InvalidInputError):
+    """A pattern-path folder (``--pattern-path``, ``BUILDER_PATTERN_PATH``) cannot be used.
+
+    It does not exist, is not a folder, or holds a pattern with a packaged pattern's name.
+    """
+
+
+class PatternError(InvalidInputError):
+    """A pattern from the pattern path is inconsistent: its pattern.yaml, a template, or a file.
+
+    The same mistakes in a packaged pattern are a :class:`PackagingError` (a broken builder); in a
+    team's pattern they are the team's input, so they exit 2.
+    """
 
 
 class OutputExistsError(InvalidInputError):
@@ -68,6 +83,10 @@ class GeneratedFileError(BuilderError):
 
 class PackagingError(BuilderError):
     """The generator's own template data is missing or inconsistent (a broken installation)."""
+
+
+class ToolMissingError(BuilderError):
+    """A tool a check needs (hadolint, kubernetes-validate, uv) is not installed."""
 
 
 class WriteError(BuilderError):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -11,7 +12,14 @@ from typing import Any, Literal
 import jinja2
 
 from builder_core import layout, output
-from builder_core.errors import InvalidInputError, PackagingError, VariablesError
+from builder_core.errors import (
+    GeneratedFileError,
+    InvalidInputError,
+    PackagingError,
+    PatternError,
+    TemplateError,
+    VariablesError,
+)
 from builder_core.model import ServedModel, describe, load_model
 from builder_core.patterns import (
     METADATA_FILE,
@@ -106,6 +114,7 @@ def build(
     dry_run: bool = False,
     template_root: Path | None = None,
     template_version: str = TEMPLATE_VERSION,
+    pattern_path: Sequence[Path] = (),
 ) -> BuildResult:
     """Generate a service into ``output_dir / <name>``.
 
@@ -121,6 +130,8 @@ def build(
     :param dry_run: plan, render and verify everything, but write nothing.
     :param template_root: a folder laid out like the packaged template data, used instead of it.
     :param template_version: the version of the templates used, recorded in the answers file.
+    :param pattern_path: folders of patterns of your own, searched in order after the packaged
+        patterns (a packaged pattern's name is refused there; see :func:`search_path`).
     :raises BuilderError: a subclass naming what is wrong; nothing is left behind.
     """
     project = render_project(
@@ -132,6 +143,7 @@ def build(
         labels=labels,
         template_root=template_root,
         template_version=template_version,
+        pattern_path=pattern_path,
     )
     target = output_dir / project.variables.name
     previous = None
@@ -159,6 +171,7 @@ def render_project(
     labels: Path | None = None,
     template_root: Path | None = None,
     template_version: str = TEMPLATE_VERSION,
+    pattern_path: Sequence[Path] = (),
 ) -> RenderedProject:
     """Render and verify a whole project in memory; :func:`build` documents the options.
 
@@ -167,7 +180,47 @@ def render_project(
     """
     # Absolute, so the sources of copied files are found wherever the templates are.
     root = template_root.resolve() if template_root is not None else None
-    chosen = load_pattern(pattern, correspond_file_path, root)
+    chosen = load_pattern(pattern, correspond_file_path, root, pattern_path)
+    with pattern_input(chosen):
+        return _render(
+            chosen,
+            name=name,
+            variable_file=variable_file,
+            variables=variables,
+            variables_source=variables_source,
+            model=model,
+            labels=labels,
+            template_version=template_version,
+        )
+
+
+@contextmanager
+def pattern_input(chosen: Pattern) -> Iterator[None]:
+    """A pattern from the pattern path is the user's input: its mistakes exit 2, naming it.
+
+    In a packaged pattern the same mistakes are a broken builder and stay as they are.
+    """
+    try:
+        yield
+    except (PackagingError, TemplateError, GeneratedFileError) as err:
+        if not chosen.external:
+            raise
+        where = "" if str(chosen.folder) in str(err) else f" (pattern {chosen.folder})"
+        raise PatternError(f"{err}{where}") from err
+
+
+def _render(
+    chosen: Pattern,
+    *,
+    name: str | None,
+    variable_file: Path | None,
+    variables: Mapping[str, Any] | None,
+    variables_source: str,
+    model: Path | None,
+    labels: Path | None,
+    template_version: str,
+) -> RenderedProject:
+    """:func:`render_project` once the pattern is found."""
     served = _served_model(chosen, model, labels)
     user_model = model is not None
     if variables is None:
@@ -180,12 +233,12 @@ def render_project(
         raw["name"] = name
     given = validate_variables(raw, source, variables_model(chosen.info.variables))
     checked = describe(given, served, described_source)
-    env = make_environment(chosen.root)
+    env = environment(chosen)
     context = template_context(checked, chosen, served)
     if parse_version(template_version, "template_version") >= DECLARED_REPLACEMENTS_SINCE:
         file_origins(chosen, env, context)
     planned = plan(chosen, env, context, served)
-    contents = render_all(planned, env, context, chosen.root)
+    contents = render_all(planned, env, context, chosen.locate)
     answers = answers_record(checked, chosen, served, user_model, template_version)
     if given.data_sample is None:
         # Derived from the model (zeros of its input shape) and derived again on upgrade: for an
@@ -196,6 +249,12 @@ def render_project(
     planned.append(PlannedFile(answers_path, "write", "answers", ANSWERS_FILE))
     output.verify(contents, {str(item.path): item.source for item in planned})
     return RenderedProject(chosen, checked, context, tuple(planned), contents, answers)
+
+
+def environment(chosen: Pattern) -> jinja2.Environment:
+    """The Jinja environment of ``chosen``: builder's templates, and its own if it is external."""
+    own = (chosen.layers[-1].prefix, chosen.folder) if chosen.external else None
+    return make_environment(chosen.root, own=own)
 
 
 def _served_model(chosen: Pattern, model: Path | None, labels: Path | None) -> ServedModel:
@@ -268,14 +327,14 @@ def plan(
     """Every output file with where it comes from; a later layer wins at the same path."""
     entries: dict[PurePosixPath, PlannedFile] = {}
     for layer in chosen.layers:
-        for item in _layer_files(chosen.root, layer, env, context):
+        for item in _layer_files(layer, env, context):
             entries[item.path] = item
     for omitted in chosen.info.omit:
         if entries.pop(PurePosixPath(omitted), None) is None:
             raise PackagingError(f"pattern.yaml: omit: {omitted}: no such output file")
     claimed: dict[PurePosixPath, str] = {}
     for text, relative in chosen.info.sample_files.items():
-        for path, origin, unrendered in _sample_files(env, context, text, chosen.root / relative):
+        for path, origin, unrendered in _sample_files(env, context, text, chosen.locate(relative)):
             _claim(entries, claimed, path, unrendered)
             entries[path] = PlannedFile(path, "copy", str(origin), unrendered)
     for origin, file_name in (
@@ -289,17 +348,19 @@ def plan(
     return [entries[path] for path in sorted(entries)]
 
 
-def explain(pattern: str, template_root: Path | None = None) -> list[layout.Origin]:
+def explain(
+    pattern: str, template_root: Path | None = None, pattern_path: Sequence[Path] = ()
+) -> list[layout.Origin]:
     """Every output file of ``pattern`` (with its default variables) and where it comes from."""
-    chosen = load_pattern(pattern, root=template_root.resolve() if template_root else None)
-    served = _served_model(chosen, None, None)
-    path = default_variables(chosen)
-    given = validate_variables(
-        read_mapping_file(path, "variable file"), str(path), variables_model(chosen.info.variables)
-    )
-    checked = describe(given, served, str(path))
-    env = make_environment(chosen.root)
-    return file_origins(chosen, env, template_context(checked, chosen, served))
+    root = template_root.resolve() if template_root else None
+    chosen = load_pattern(pattern, root=root, pattern_path=pattern_path)
+    with pattern_input(chosen):
+        served = _served_model(chosen, None, None)
+        path = default_variables(chosen)
+        model = variables_model(chosen.info.variables)
+        given = validate_variables(read_mapping_file(path, "variable file"), str(path), model)
+        checked = describe(given, served, str(path))
+        return file_origins(chosen, environment(chosen), template_context(checked, chosen, served))
 
 
 def file_origins(
@@ -312,14 +373,14 @@ def file_origins(
     common, *own = (
         {
             item.path: layout.LayerFile(item.path, item.source, item.action == "render")
-            for item in _layer_files(chosen.root, layer, env, context)
+            for item in _layer_files(layer, env, context)
         }
         for layer in chosen.layers
     )
     where = str(chosen.layers[-1].root / METADATA_FILE)
     pattern_files = own[0] if own else {}
     return layout.origins(
-        chosen.root, common, pattern_files, chosen.info.replaces, chosen.info.omit, where=where
+        chosen.locate, common, pattern_files, chosen.info.replaces, chosen.info.omit, where=where
     )
 
 
@@ -346,11 +407,10 @@ def _variable_in(unrendered: str) -> str:
 
 
 def _layer_files(
-    root: Path, layer: Layer, env: jinja2.Environment, context: dict[str, Any]
+    layer: Layer, env: jinja2.Environment, context: dict[str, Any]
 ) -> list[PlannedFile]:
     """A layer's ``template/`` tree (``*.j2`` rendered) and its mapped ``template_files/``."""
-    base = layer.root.relative_to(root).as_posix()
-    prefix = "" if base == "." else f"{base}/"
+    prefix = layer.prefix
     files = []
     for relative in template_tree(layer):
         name = f"{prefix}{TEMPLATE_DIR}/{relative.as_posix()}"
@@ -383,12 +443,18 @@ def _sample_files(
 
 
 def render_all(
-    planned: list[PlannedFile], env: jinja2.Environment, context: dict[str, Any], root: Path
+    planned: list[PlannedFile],
+    env: jinja2.Environment,
+    context: dict[str, Any],
+    locate: Callable[[str], Path],
 ) -> dict[PurePosixPath, output.FileContent]:
-    """Render or copy every planned file into memory, keeping each source file's mode."""
+    """Render or copy every planned file into memory, keeping each source file's mode.
+
+    :param locate: the file a source name stands for (:meth:`Pattern.locate`).
+    """
     contents: dict[PurePosixPath, output.FileContent] = {}
     for item in planned:
-        source = Path(item.source) if Path(item.source).is_absolute() else root / item.source
+        source = locate(item.source)
         mode = source.stat().st_mode & 0o777
         if item.action == "render":
             data = render_template(env, item.source, context).encode("utf-8")

@@ -9,7 +9,7 @@ silently copies what every service shares.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -45,7 +45,7 @@ class LayerFile:
 
 
 def origins(
-    root: Path,
+    locate: Callable[[str], Path],
     common: Mapping[PurePosixPath, LayerFile],
     own: Mapping[PurePosixPath, LayerFile],
     replaces: Mapping[str, str],
@@ -53,13 +53,16 @@ def origins(
     *,
     where: str,
 ) -> list[Origin]:
-    """Classify every output path; an undeclared or needless replacement is a PackagingError."""
+    """Classify every output path; an undeclared or needless replacement is a PackagingError.
+
+    :param locate: the file a template name stands for (:meth:`Pattern.locate`).
+    """
     found: dict[PurePosixPath, Origin] = {}
     for path, item in common.items():
         kind: Kind = "omitted" if str(path) in omit else "common"
         found[path] = Origin(path, kind, item.source)
     for path, item in own.items():
-        found[path] = _own_origin(root, item, common.get(path), replaces, where)
+        found[path] = _own_origin(locate, item, common.get(path), replaces, where)
     stale = sorted(set(replaces) - {str(o.path) for o in found.values() if o.kind == "replaced"})
     if stale:
         raise PackagingError(
@@ -69,7 +72,7 @@ def origins(
 
 
 def _own_origin(
-    root: Path,
+    locate: Callable[[str], Path],
     item: LayerFile,
     base: LayerFile | None,
     replaces: Mapping[str, str],
@@ -77,7 +80,7 @@ def _own_origin(
 ) -> Origin:
     if base is None:
         return Origin(item.path, "added", item.source)
-    text = (root / item.source).read_text(encoding="utf-8") if item.rendered else ""
+    text = locate(item.source).read_text(encoding="utf-8") if item.rendered else ""
     if item.rendered and base.source in REFERENCE.findall(text):
         hooks = BLOCK.findall(text) + [f"{name} (set)" for name in SET.findall(text)]
         return Origin(item.path, "extended", item.source, tuple(hooks))

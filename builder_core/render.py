@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -13,6 +14,7 @@ from builder_core.errors import ForbiddenPathError, TemplateError
 from builder_core.portable import FILTERS, to_json, to_markdown_text, to_python
 
 __all__ = [
+    "PatternLoader",
     "make_environment",
     "render_path",
     "render_template",
@@ -23,10 +25,42 @@ __all__ = [
 ]
 
 
-def make_environment(root: Path) -> jinja2.Environment:
-    """The environment every template of a build renders with, rooted at the template data."""
+class PatternLoader(jinja2.BaseLoader):
+    """Names under ``prefix`` from a pattern's own folder; every other name from the data root.
+
+    A pattern from the pattern path is not under the data root: its files are named
+    ``external/<name>/...``, a prefix that no packaged name has, so neither side can shadow the
+    other, and its templates reach builder's bases by their usual names.
+    """
+
+    def __init__(self, prefix: str, folder: Path, common: jinja2.BaseLoader) -> None:
+        self.prefix = prefix
+        self.own = jinja2.FileSystemLoader(str(folder))
+        self.common = common
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        """The source of ``template``, its file, and whether it is still up to date."""
+        if not template.startswith(self.prefix):
+            return self.common.get_source(environment, template)
+        try:
+            return self.own.get_source(environment, template.removeprefix(self.prefix))
+        except jinja2.TemplateNotFound:
+            # Under its full name, the one the template that asked for it used.
+            raise jinja2.TemplateNotFound(template) from None
+
+
+def make_environment(root: Path, *, own: tuple[str, Path] | None = None) -> jinja2.Environment:
+    """The environment every template of a build renders with, rooted at the template data.
+
+    :param own: for a pattern from the pattern path, its template-name prefix and its folder.
+    """
+    loader: jinja2.BaseLoader = jinja2.FileSystemLoader(str(root))
+    if own is not None:
+        loader = PatternLoader(own[0], own[1], loader)
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(root)),
+        loader=loader,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # noqa: S701 - the output is code and config, never HTML

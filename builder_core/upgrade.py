@@ -10,7 +10,7 @@ Every result is computed in memory first and then applied all or nothing.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -20,12 +20,12 @@ from pydantic.fields import FieldInfo
 
 from builder_core import safe_yaml
 from builder_core.answers import Answers, answers_path, read_answers
-from builder_core.errors import AnswersError, UpgradeError, VariablesError
+from builder_core.errors import AnswersError, UnknownPatternError, UpgradeError, VariablesError
 from builder_core.generate import ANSWERS_FILE, MODELS_DIR, RenderedProject, render_project
 from builder_core.history import Move, default_history_root, moves_between, template_root_for
 from builder_core.merge import Labels, Status, merge_file
 from builder_core.output import Change, FileContent, apply_changes
-from builder_core.patterns import load_pattern, pattern_names
+from builder_core.patterns import PATTERN_PATH_ENV, Pattern, load_pattern
 from builder_core.resources import data_root
 from builder_core.variables import variables_model
 from builder_core.versions import TEMPLATE_VERSION
@@ -115,6 +115,7 @@ def upgrade(
     overrides: Mapping[str, str] | None = None,
     template_root: Path | None = None,
     history_root: Path | None = None,
+    pattern_path: Sequence[Path] = (),
 ) -> UpgradeResult:
     """Merge the current templates' changes into ``project``, keeping the user's edits.
 
@@ -123,9 +124,10 @@ def upgrade(
     :param overrides: variables to change, ``{"port": "9000"}``, as ``--set port=9000`` gives.
     :param template_root: the current template data (default: the packaged one).
     :param history_root: the older template versions (default: the packaged ``template_history``).
+    :param pattern_path: the folders of patterns of your own, for a project generated from one.
     :raises BuilderError: a subclass naming what is wrong; the project is left untouched.
     """
-    generations = _regenerate(project, overrides or {}, template_root, history_root)
+    generations = _regenerate(project, overrides or {}, template_root, history_root, pattern_path)
     labels = Labels("yours", f"template {TEMPLATE_VERSION}")
     updates = _merge_all(project, generations, labels)
     answers = generations.new.contents[ANSWERS]
@@ -144,13 +146,18 @@ def upgrade(
 
 
 def check(
-    project: Path, *, template_root: Path | None = None, history_root: Path | None = None
+    project: Path,
+    *,
+    template_root: Path | None = None,
+    history_root: Path | None = None,
+    pattern_path: Sequence[Path] = (),
 ) -> CheckResult:
     """Tell whether the current templates differ from those that generated ``project``.
 
+    :param pattern_path: the folders of patterns of your own, for a project generated from one.
     :raises BuilderError: when it cannot be told (no answers file, an unsupported version, ...).
     """
-    generations = _regenerate(project, {}, template_root, history_root)
+    generations = _regenerate(project, {}, template_root, history_root, pattern_path)
     base = _without_answers(generations.base)
     moved = _move_tree(base, generations.moves)
     new = _without_answers(generations.new.contents)
@@ -172,11 +179,13 @@ def _regenerate(
     overrides: Mapping[str, str],
     template_root: Path | None,
     history_root: Path | None,
+    pattern_path: Sequence[Path],
 ) -> _Generations:
     """Render what the project's templates generated, and what the current ones generate."""
     answers = read_answers(project)
     where = str(answers_path(project))
     current_root = template_root or data_root()
+    pattern = _recorded_pattern(answers, where, current_root, pattern_path)
     base_root = template_root_for(
         answers.template_version,
         where=where,
@@ -184,10 +193,9 @@ def _regenerate(
         history_root=history_root or default_history_root(),
     )
     version = answers.template_version or TEMPLATE_VERSION
-    if answers.pattern not in pattern_names(current_root):
-        raise AnswersError(f"{where}: pattern: {answers.pattern!r} no longer exists in builder")
     model, labels = _user_model(project, answers)
     common: dict[str, Any] = {"pattern": answers.pattern, "model": model, "labels": labels}
+    common["pattern_path"] = pattern_path
     base = render_project(
         **common,
         variables=answers.variables,
@@ -196,13 +204,32 @@ def _regenerate(
         template_version=version,
     )
     _check_model(base, answers, where, model)
-    variables, dropped = _new_variables(answers, overrides, current_root)
+    variables, dropped = _new_variables(answers, overrides, pattern)
     source = f"{where} with --set" if overrides else where
     new = render_project(
         **common, variables=variables, variables_source=source, template_root=current_root
     )
     moves = moves_between(current_root, version)
     return _Generations(version, dict(base.contents), new, moves, dropped)
+
+
+def _recorded_pattern(
+    answers: Answers, where: str, root: Path, pattern_path: Sequence[Path]
+) -> Pattern:
+    """The pattern the project was generated from, found where the command says to look.
+
+    The answers file records only the pattern's name: a pattern of your own is found again only
+    when its folder is in the pattern path.
+    """
+    try:
+        return load_pattern(answers.pattern, root=root, pattern_path=pattern_path)
+    except UnknownPatternError as err:
+        looked = ", ".join(map(str, pattern_path)) or "no pattern path given"
+        raise AnswersError(
+            f"{where}: pattern: {answers.pattern!r} is not a packaged pattern of this builder "
+            f"nor in the pattern path ({looked}); if the project was generated from a pattern of "
+            f"your own, give its folder's parent with --pattern-path DIR (or {PATTERN_PATH_ENV})"
+        ) from err
 
 
 def _user_model(project: Path, answers: Answers) -> tuple[Path | None, Path | None]:
@@ -237,10 +264,9 @@ def _check_model(base: RenderedProject, answers: Answers, where: str, model: Pat
 
 
 def _new_variables(
-    answers: Answers, overrides: Mapping[str, str], current_root: Path
+    answers: Answers, overrides: Mapping[str, str], pattern: Pattern
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The recorded variables the current templates still know, with ``--set`` applied."""
-    pattern = load_pattern(answers.pattern, root=current_root)
     fields = variables_model(pattern.info.variables).model_fields
     for key in overrides:
         if key not in fields:

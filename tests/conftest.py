@@ -24,8 +24,11 @@ REQUIREMENTS = ("requirements.txt", "requirements-dev.txt")
 UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
 
 
-def run_builder(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m builder`` as a user would, from ``cwd``."""
+def run_builder(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m builder`` as a user would, from ``cwd``.
+
+    ``timeout``: longer for commands that build virtualenvs (``builder test-pattern``).
+    """
     env = {**os.environ, "NO_COLOR": "1"}
     return subprocess.run(
         [sys.executable, "-m", "builder", *args],
@@ -33,7 +36,7 @@ def run_builder(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
 

