@@ -132,7 +132,7 @@ def test_the_pattern_names_its_own_files_apart_from_builders(team: Path, work: P
     assert (work / "z" / "data" / "iris.onnx").read_bytes() == (
         REPO / "sample_models" / "iris" / "model.onnx"
     ).read_bytes()
-    assert "def _create_service(" in (work / "z" / "src" / "app" / "main.py").read_text()
+    assert "app.add_middleware(ApiKeys" in (work / "z" / "src" / "app" / "main.py").read_text()
 
 
 # --------------------------------------------------------------------------- listing, explaining
@@ -169,8 +169,7 @@ def test_explain_shows_an_external_patterns_files(team: Path, work: Path) -> Non
         == f"pattern api-key from {team / PATTERN} (its files are named external/api-key/...)"
     )
     assert (
-        "extended  src/app/main.py  blocks: docstring, imports_after_routers, create_app_head"
-        in lines
+        "extended  src/app/main.py  blocks: docstring, imports_after_routers, middleware" in lines
     )
     assert (
         "added     src/app/security.py  <- external/api-key/template/src/app/security.py.j2"
