@@ -9,7 +9,7 @@ from redis import Redis
 from src.app.config import SAMPLE_DATA_ID, Settings
 from src.data.store import DataStore
 from src.warm import main
-from tests.support import RedisServer, free_port
+from tests.redis_server import RedisServer, free_port
 
 SETTINGS = Settings.from_env()
 ITEMS = DataStore(SETTINGS.data_uri, SETTINGS.max_item_bytes).ids()

@@ -1,7 +1,7 @@
 """Fixtures: a real redis-server, the proxy wired to it, and real worker processes.
 
 A queue is only tested for real against a real Redis: these tests start the ``redis-server``
-binary on a free port of 127.0.0.1 (apt-get install redis-server, or brew install redis).
+binary on a free port of 127.0.0.1 (``tests/redis_server.py``).
 """
 
 from __future__ import annotations
@@ -9,14 +9,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -26,47 +25,21 @@ from src.app.config import Settings
 from src.app.main import create_app
 from src.jobs.config import QueueSettings
 
+if TYPE_CHECKING:
+    from tests.redis_server import RedisServer
+
+# Imported by pytest itself, so that its asserts are rewritten like a test module's.
+pytest_plugins = ("tests.redis_server",)
+
 PROJECT = Path(__file__).resolve().parent.parent
 # Database 0 serves the shared client; each test that needs a queue of its own gets another.
 SPARE_DATABASES = itertools.cycle(range(1, 16))
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, seconds: float = 10) -> None:
-    """Return once something accepts connections on 127.0.0.1:``port``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-            return
-        time.sleep(0.05)
-    pytest.fail(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
-
-
 @pytest.fixture(scope="session")
-def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """A redis-server of its own for the test session, without persistence."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server not found: install it (apt-get install redis-server)")
-    folder = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    command += ["--appendonly", "no", "--dir", str(folder)]
-    with (folder / "redis.log").open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+def redis_port(redis_server: RedisServer) -> int:
+    """The port of the session's redis-server (no persistence, noeviction as deployed)."""
+    return redis_server.port
 
 
 @pytest.fixture

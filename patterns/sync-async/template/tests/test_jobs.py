@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 
 from src.app.config import DATA_SAMPLE
 from src.jobs.store import STREAM
-from tests.conftest import WorkerProcess, free_port, serve
+from tests.conftest import WorkerProcess, serve
+from tests.redis_server import free_port
 
 UNKNOWN_ID = "0123456789abcdef0123456789abcdef"
 

@@ -1,29 +1,31 @@
 """Fixtures: a real redis-server on 127.0.0.1, and the application with its real model and store.
 
-The tests need the ``redis-server`` binary (apt-get install redis-server, brew install redis).
+The tests need the ``redis-server`` binary (``tests/redis_server.py``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
+from src.app.config import Settings
 from src.app.main import create_app
-from tests.support import RedisServer, settings_for
+
+if TYPE_CHECKING:
+    from tests.redis_server import RedisServer
+
+# Imported by pytest itself, so that its asserts are rewritten like a test module's.
+pytest_plugins = ("tests.redis_server",)
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One redis-server for the session."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def settings_for(redis_url: str, **overrides: str) -> Settings:
+    """The environment's settings, with this Redis (and any other variable) replaced."""
+    return Settings.from_env({**os.environ, "REDIS_URL": redis_url, **overrides})
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,8 @@ from src.app.config import IMAGE_SIDE, MODEL_FILE_NAME, SAMPLE_DATA_ID, Settings
 from src.app.main import create_app
 from src.data.cache import decode_tensor
 from src.ml.preprocess import preprocess, tensor_shape
-from tests.support import RedisServer, settings_for
+from tests.conftest import settings_for
+from tests.redis_server import RedisServer
 
 SETTINGS = Settings.from_env()
 STORE = Path(SETTINGS.data_uri)

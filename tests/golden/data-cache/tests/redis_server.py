@@ -1,18 +1,20 @@
-"""Helpers of the tests: a real redis-server of their own, and settings pointing at it."""
+"""A real redis-server of the tests' own on 127.0.0.1, and the ``redis_server`` fixture.
+
+The tests need the ``redis-server`` binary (apt-get install redis-server, or brew install redis).
+A conftest uses the fixture with ``pytest_plugins = ("tests.redis_server",)``.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from src.app.config import Settings
 
 
 def free_port() -> int:
@@ -24,7 +26,7 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A redis-server on 127.0.0.1, configured as the deployment's (maxmemory, LRU eviction)."""
+    """A redis-server on 127.0.0.1 without persistence, evicting as the deployment's does."""
 
     def __init__(self, folder: Path) -> None:
         self.port = free_port()
@@ -33,7 +35,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        """The URL the service connects with."""
+        """The URL of its database 0."""
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
@@ -61,6 +63,12 @@ class RedisServer:
         self.process = None
 
 
-def settings_for(redis_url: str, **overrides: str) -> Settings:
-    """The environment's settings, with this Redis (and any other variable) replaced."""
-    return Settings.from_env({**os.environ, "REDIS_URL": redis_url, **overrides})
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the test session."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
