@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 __all__ = ["ModelSignature", "OnnxFormatError", "TensorInfo", "read_signature"]
 
@@ -25,11 +26,17 @@ class TensorInfo:
 
     ``shape`` holds ``None`` for symbolic or unknown dimensions.  A tensor whose rank is not
     recorded in the model at all is reported with an empty shape.
+
+    ``kind`` is "tensor" except for a classifier's ZipMap output, a sequence of maps from class
+    label to probability, which reads as "zipmap": one map per row, so ``shape`` is ``(None,)``,
+    ``dtype`` names the probabilities' type and ``key_dtype`` the labels' ("int64" or "string").
     """
 
     name: str
     dtype: str
     shape: tuple[int | None, ...]
+    kind: str = "tensor"
+    key_dtype: str = ""
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,8 @@ class ModelSignature:
     ir_version: int
     opset: int
     sha256: str
+    # Labels declared by the model's classifier node, in its order; empty if it declares none.
+    class_labels: tuple[str, ...] = ()
 
 
 # TensorProto.DataType numbers mapped to numpy dtype names.
@@ -89,7 +98,17 @@ _NON_TENSOR_TYPES: dict[int, str] = {
     9: "an optional",
 }
 
+# ZipMap keys: the only two key types the ONNX-ML operator produces.
+_ZIPMAP_KEY_DTYPES = frozenset({"int64", "string"})
+_FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
+
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+_ML_DOMAIN = "ai.onnx.ml"
+# ONNX-ML operators that carry a classifier's labels as classlabels_* attributes.
+_LABELLED_OPS = frozenset({"LinearClassifier", "TreeEnsembleClassifier", "SVMClassifier", "ZipMap"})
+_STRING_LABELS = "classlabels_strings"
+# Integer labels: TreeEnsembleClassifier and ZipMap name them int64s, Linear and SVM ints.
+_INT_LABELS = ("classlabels_int64s", "classlabels_ints")
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _WIRE_NAMES = {_VARINT: "varint", _I64: "64-bit", _LEN: "length-delimited", _I32: "32-bit"}
@@ -192,7 +211,11 @@ def _get_int(fields: _Fields, number: int, where: str) -> int | None:
     if not found:
         return None
     # Protobuf semantics: the last occurrence of a singular scalar wins.
-    value = found[-1].value
+    return _signed(found[-1].value)
+
+
+def _signed(value: int) -> int:
+    """Reinterpret a decoded varint as the two's-complement int64 it encodes."""
     return value - _UINT64 if value >= _INT64_SIGN else value
 
 
@@ -257,15 +280,46 @@ def _read_tensor_type(type_buf: memoryview, where: str) -> tuple[str, tuple[int 
     type_fields = _parse(type_buf, f"type of {where}")
     tensor = _get_message(type_fields, 1, f"type of {where}")
     if tensor is None:
-        for number, kind in _NON_TENSOR_TYPES.items():
-            if number in type_fields:
-                raise _DecodeError(f"{where} is {kind}, not a tensor")
-        raise _DecodeError(f"{where} has no tensor type")
+        _reject_non_tensor(type_fields, where)
     tensor_fields = _parse(tensor, f"tensor type of {where}")
     dtype = _dtype_name(_get_int(tensor_fields, 1, f"tensor type of {where}"), where)
     shape_buf = _get_message(tensor_fields, 2, f"tensor type of {where}")
     shape = _read_shape(shape_buf, f"shape of {where}")
     return dtype, shape
+
+
+def _reject_non_tensor(type_fields: _Fields, where: str) -> NoReturn:
+    """Name what a non-tensor TypeProto holds, so the user learns what their model uses."""
+    for number, kind in _NON_TENSOR_TYPES.items():
+        if number in type_fields:
+            raise _DecodeError(f"{where} is {kind}, not a tensor")
+    raise _DecodeError(f"{where} has no tensor type")
+
+
+def _read_zipmap_type(type_buf: memoryview, where: str) -> tuple[str, str] | None:
+    """(key dtype, value dtype) of a ``seq(map(int64|string, float tensor))`` TypeProto.
+
+    None for any other type, which the tensor reader then accepts or refuses by name.
+    """
+    sequence = _member(type_buf, 4, f"type of {where}")
+    element = None if sequence is None else _member(sequence, 1, f"sequence type of {where}")
+    map_buf = None if element is None else _member(element, 5, f"element type of {where}")
+    if map_buf is None:
+        return None
+    map_fields = _parse(map_buf, f"map type of {where}")
+    key = _DTYPES.get(_get_int(map_fields, 1, f"map type of {where}") or 0)
+    value_type = _get_message(map_fields, 2, f"map type of {where}")
+    tensor = None if value_type is None else _member(value_type, 1, f"value type of {where}")
+    if key not in _ZIPMAP_KEY_DTYPES or tensor is None:
+        return None
+    what = f"value tensor type of {where}"
+    value = _DTYPES.get(_get_int(_parse(tensor, what), 1, what) or 0)
+    return (key, value) if value in _FLOAT_DTYPES else None
+
+
+def _member(buf: memoryview, number: int, where: str) -> memoryview | None:
+    """One embedded message field of the message in ``buf``, or None when it is absent."""
+    return _get_message(_parse(buf, where), number, where)
 
 
 def _read_value_info(
@@ -286,6 +340,12 @@ def _read_value_info(
     type_buf = _get_message(fields, 2, described)
     if type_buf is None:
         raise _DecodeError(f"{described} has no type")
+    # Only outputs: a service can turn a ZipMap's maps into JSON, but has no way to build them
+    # from a request.
+    zipmap = _read_zipmap_type(type_buf, described) if role == "output" else None
+    if zipmap is not None:
+        key_dtype, dtype = zipmap
+        return TensorInfo(name, dtype, (None,), kind="zipmap", key_dtype=key_dtype)
     dtype, shape = _read_tensor_type(type_buf, described)
     return TensorInfo(name=name, dtype=dtype, shape=shape)
 
@@ -305,9 +365,8 @@ def _initializer_names(graph: _Fields) -> set[str]:
     return names
 
 
-def _read_graph(buf: memoryview) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
+def _read_graph(graph: _Fields) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
     """Return inputs (minus initializers, which callers never feed) and outputs of a graph."""
-    graph = _parse(buf, "graph")
     constants = frozenset(_initializer_names(graph))
     inputs = (
         _read_value_info(item, "input", index, constants)
@@ -323,6 +382,86 @@ def _read_graph(buf: memoryview) -> tuple[tuple[TensorInfo, ...], tuple[TensorIn
 def _present(infos: Iterable[TensorInfo | None]) -> tuple[TensorInfo, ...]:
     """Drop the placeholders left by skipped constants."""
     return tuple(info for info in infos if info is not None)
+
+
+def _class_labels(graph: _Fields) -> tuple[str, ...]:
+    """Labels of the first ONNX-ML classifier or ZipMap node of the graph, as strings."""
+    for index, node in enumerate(_get_repeated(graph, 1, "graph")):
+        where = f"node {index}"
+        fields = _parse(node, where)
+        if (
+            _get_str(fields, 7, where) != _ML_DOMAIN
+            or _get_str(fields, 4, where) not in _LABELLED_OPS
+        ):
+            continue
+        described = f"node {_get_str(fields, 3, where)!r} ({_get_str(fields, 4, where)})"
+        attributes = _label_attributes(_get_repeated(fields, 5, described), described)
+        if _STRING_LABELS in attributes:
+            return _attribute_strings(
+                attributes[_STRING_LABELS], f"{_STRING_LABELS} of {described}"
+            )
+        for name in _INT_LABELS:
+            if name in attributes:
+                return _attribute_ints(attributes[name], f"{name} of {described}")
+        return ()
+    return ()
+
+
+def _label_attributes(attributes: list[memoryview], where: str) -> dict[str, memoryview]:
+    """Map the wanted classlabels_* attributes of a node to their undecoded AttributeProto.
+
+    Only the name is looked for in the others: a tree ensemble's node arrays are written as
+    one varint field per value, and decoding them all would cost seconds on a large forest.
+    """
+    found: dict[str, memoryview] = {}
+    for index, attribute in enumerate(attributes):
+        name = _attribute_name(attribute, f"attribute {index} of {where}")
+        if name == _STRING_LABELS or name in _INT_LABELS:
+            found[name] = attribute
+    return found
+
+
+def _attribute_name(buf: memoryview, where: str) -> str:
+    """The name of an AttributeProto, which encoders write first, read without the rest."""
+    for field in _iter_fields(buf, where):
+        if field.number == 1 and field.wire_type == _LEN:
+            try:
+                return str(field.data, "utf-8")
+            except UnicodeDecodeError:
+                raise _DecodeError(f"the name of {where} is not valid UTF-8") from None
+    return ""
+
+
+def _attribute_strings(buf: memoryview, where: str) -> tuple[str, ...]:
+    """AttributeProto.strings, decoded as UTF-8."""
+    fields = _parse(buf, where)
+    try:
+        return tuple(str(item, "utf-8") for item in _get_repeated(fields, 9, where))
+    except UnicodeDecodeError:
+        raise _DecodeError(f"a class label of {where} is not valid UTF-8") from None
+
+
+def _attribute_ints(buf: memoryview, where: str) -> tuple[str, ...]:
+    """AttributeProto.ints as decimal strings; encoders may write them packed or one by one."""
+    values: list[int] = []
+    for field in _parse(buf, where).get(8, []):
+        if field.wire_type == _VARINT:
+            values.append(field.value)
+        elif field.wire_type == _LEN:
+            values.extend(_packed_varints(field.data, where))
+        else:
+            raise _DecodeError(f"field 8 of {where} is {_WIRE_NAMES[field.wire_type]}")
+    return tuple(str(_signed(value)) for value in values)
+
+
+def _packed_varints(buf: memoryview, where: str) -> list[int]:
+    """The values of a packed repeated varint field."""
+    values: list[int] = []
+    pos = 0
+    while pos < len(buf):
+        value, pos = _read_varint(buf, pos, where)
+        values.append(value)
+    return values
 
 
 def _default_opset(model: _Fields) -> int:
@@ -351,7 +490,8 @@ def _read_model(data: bytes) -> ModelSignature:
         raise _DecodeError("not an ONNX model (missing or invalid ir_version)")
     if graph is None:
         raise _DecodeError("not an ONNX model (no graph)")
-    inputs, outputs = _read_graph(graph)
+    graph_fields = _parse(graph, "graph")
+    inputs, outputs = _read_graph(graph_fields)
     return ModelSignature(
         inputs=inputs,
         outputs=outputs,
@@ -360,6 +500,7 @@ def _read_model(data: bytes) -> ModelSignature:
         ir_version=ir_version,
         opset=_default_opset(model),
         sha256=hashlib.sha256(data).hexdigest(),
+        class_labels=_class_labels(graph_fields),
     )
 
 

@@ -18,6 +18,10 @@ from onnx import TensorProto, helper
 from builder_core import onnx_info
 from builder_core.onnx_info import ModelSignature, OnnxFormatError, TensorInfo, read_signature
 
+LABELLED_OPS = ("LinearClassifier", "TreeEnsembleClassifier", "SVMClassifier", "ZipMap")
+ROOT = Path(__file__).resolve().parent.parent
+ZOO_MODELS = sorted(ROOT.glob("sample_models/zoo/*/model.onnx"))
+
 # --------------------------------------------------------------------------- expected values
 
 
@@ -31,12 +35,31 @@ def _onnx_dtype(elem_type: int) -> str:
 
 def _onnx_tensor(value_info: onnx.ValueInfoProto) -> TensorInfo:
     """Build a TensorInfo from onnx's own parse of a ValueInfoProto."""
+    if value_info.type.HasField("sequence_type"):
+        # The only non-tensor the reader accepts: a ZipMap's sequence of maps, one per row.
+        map_type = value_info.type.sequence_type.elem_type.map_type
+        value_dtype = _onnx_dtype(map_type.value_type.tensor_type.elem_type)
+        key_dtype = _onnx_dtype(map_type.key_type)
+        return TensorInfo(value_info.name, value_dtype, (None,), "zipmap", key_dtype)
     tensor_type = value_info.type.tensor_type
     shape: tuple[int | None, ...] = tuple(
         dim.dim_value if dim.HasField("dim_value") and dim.dim_value >= 0 else None
         for dim in tensor_type.shape.dim
     )
     return TensorInfo(value_info.name, _onnx_dtype(tensor_type.elem_type), shape)
+
+
+def _onnx_class_labels(graph: onnx.GraphProto) -> tuple[str, ...]:
+    """The labels of the first ONNX-ML classifier or ZipMap node, read with onnx."""
+    for node in graph.node:
+        if node.domain == "ai.onnx.ml" and node.op_type in LABELLED_OPS:
+            values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if "classlabels_strings" in values:
+                return tuple(label.decode() for label in values["classlabels_strings"])
+            # Linear and SVM classifiers call their integer labels ints, the others int64s.
+            ints = values.get("classlabels_int64s", values.get("classlabels_ints", []))
+            return tuple(str(label) for label in ints)
+    return ()
 
 
 def _expected(path: Path) -> ModelSignature:
@@ -54,6 +77,7 @@ def _expected(path: Path) -> ModelSignature:
         ir_version=model.ir_version,
         opset=opsets[0] if opsets else 0,
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        class_labels=_onnx_class_labels(graph),
     )
 
 
@@ -112,6 +136,57 @@ def _identity_model(elem_type: int, shape: list[int | str | None] | None) -> onn
     return helper.make_model(graph, producer_name="identity")
 
 
+def _ml_classifier(labels: list[int] | list[str], *, zipmap: bool = True) -> onnx.ModelProto:
+    """A checker-valid ONNX-ML linear classifier of 2 features, with a ZipMap by default."""
+    by_strings = isinstance(labels[0], str)
+    label_attribute = "classlabels_strings" if by_strings else "classlabels_ints"
+    zipmap_attribute = "classlabels_strings" if by_strings else "classlabels_int64s"
+    label_type = TensorProto.STRING if by_strings else TensorProto.INT64
+    # Typed loosely: make_node's stubs know its named parameters, not attribute keywords.
+    classifier_labels: dict[str, Any] = {label_attribute: labels}
+    zipmap_labels: dict[str, Any] = {zipmap_attribute: labels}
+    nodes = [
+        helper.make_node(
+            "LinearClassifier",
+            ["x"],
+            ["label", "scores"],
+            domain="ai.onnx.ml",
+            coefficients=[0.5] * (2 * len(labels)),
+            intercepts=[0.0] * len(labels),
+            **classifier_labels,
+        )
+    ]
+    outputs = [
+        helper.make_tensor_value_info("label", label_type, [None]),
+        helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, len(labels)]),
+    ]
+    if zipmap:
+        nodes.append(
+            helper.make_node(
+                "ZipMap",
+                ["scores"],
+                ["probabilities"],
+                domain="ai.onnx.ml",
+                **zipmap_labels,
+            )
+        )
+        outputs[1] = helper.make_value_info("probabilities", _zipmap_type(label_type))
+    graph = helper.make_graph(
+        nodes, "ml", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])], outputs
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    )
+    onnx.checker.check_model(model)
+    return model
+
+
+def _zipmap_type(key_type: int, value_type: int = TensorProto.FLOAT) -> onnx.TypeProto:
+    """seq(map(key_type, tensor(value_type))), the type of skl2onnx's ZipMap output."""
+    value = helper.make_tensor_type_proto(value_type, None)
+    return helper.make_sequence_type_proto(helper.make_map_type_proto(key_type, value))
+
+
 @pytest.fixture
 def classifier_path(tmp_path: Path) -> Path:
     return _save(_classifier(), tmp_path / "classifier.onnx")
@@ -139,9 +214,7 @@ def test_classifier_details(classifier_path: Path) -> None:
     assert signature.ir_version == onnx.IR_VERSION
 
 
-@pytest.mark.parametrize(
-    "path", sorted(Path(__file__).parent.parent.glob("sample_models/*/*.onnx")), ids=str
-)
+@pytest.mark.parametrize("path", sorted(ROOT.glob("sample_models/*/*.onnx")) + ZOO_MODELS, ids=str)
 def test_sample_models_match_onnx(path: Path) -> None:
     assert read_signature(path) == _expected(path)
 
@@ -274,6 +347,136 @@ def test_repeated_graph_field_is_merged_like_protobuf(tmp_path: Path) -> None:
     assert signature.producer_name == "second"
 
 
+# --------------------------------------------------------------------------- classifiers
+
+
+@pytest.mark.parametrize(
+    ("labels", "key_dtype", "label_dtype"),
+    [([0, 1, 2], "int64", "int64"), (["cat", "dog"], "string", "string")],
+    ids=["int64-keys", "string-keys"],
+)
+def test_zipmap_output_is_read(
+    tmp_path: Path, labels: list[int] | list[str], key_dtype: str, label_dtype: str
+) -> None:
+    path = _save(_ml_classifier(labels), tmp_path / "m.onnx")
+    signature = read_signature(path)
+    assert signature == _expected(path)
+    assert signature.outputs == (
+        TensorInfo("label", label_dtype, (None,)),
+        TensorInfo("probabilities", "float32", (None,), kind="zipmap", key_dtype=key_dtype),
+    )
+    assert signature.class_labels == tuple(str(label) for label in labels)
+
+
+def test_tensor_info_defaults_to_a_tensor() -> None:
+    """Callers built before ZipMap support construct TensorInfo positionally."""
+    info = TensorInfo("x", "float32", (None, 4))
+    assert (info.kind, info.key_dtype) == ("tensor", "")
+
+
+@pytest.mark.parametrize("value_type", [TensorProto.FLOAT, TensorProto.DOUBLE])
+def test_zipmap_value_dtype_is_reported(tmp_path: Path, value_type: int) -> None:
+    model = _identity_model(TensorProto.FLOAT, [1])
+    model.graph.output.append(
+        helper.make_value_info("zipped", _zipmap_type(TensorProto.INT64, value_type))
+    )
+    path = _save(model, tmp_path / "m.onnx")
+    assert read_signature(path).outputs[1] == TensorInfo(
+        "zipped", _onnx_dtype(value_type), (None,), "zipmap", "int64"
+    )
+
+
+def test_class_labels_from_a_linear_classifier(tmp_path: Path) -> None:
+    path = _save(_ml_classifier([3, 1, 2], zipmap=False), tmp_path / "m.onnx")
+    signature = read_signature(path)
+    assert signature == _expected(path)
+    assert signature.class_labels == ("3", "1", "2")
+
+
+def test_class_labels_from_a_zipmap(tmp_path: Path) -> None:
+    """A ZipMap alone declares the labels, e.g. behind a classifier from another domain."""
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "ZipMap",
+                ["scores"],
+                ["probabilities"],
+                domain="ai.onnx.ml",
+                classlabels_strings=["setosa", "versicolor", "virginica"],
+            )
+        ],
+        "zipmap",
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 3])],
+        [helper.make_value_info("probabilities", _zipmap_type(TensorProto.STRING))],
+    )
+    path = _save(helper.make_model(graph), tmp_path / "m.onnx")
+    signature = read_signature(path)
+    assert signature == _expected(path)
+    assert signature.class_labels == ("setosa", "versicolor", "virginica")
+
+
+def test_class_labels_come_from_the_first_labelled_ml_node(tmp_path: Path) -> None:
+    model = _ml_classifier([0, 1])
+    # A Scaler is ONNX-ML too, but declares no labels; the ZipMap's strings come too late.
+    model.graph.node.insert(
+        0, helper.make_node("Scaler", ["x"], ["x_scaled"], domain="ai.onnx.ml", scale=[1.0, 1.0])
+    )
+    model.graph.node[2].ClearField("attribute")
+    model.graph.node[2].attribute.append(
+        helper.make_attribute("classlabels_strings", ["no", "yes"])
+    )
+    path = _save(model, tmp_path / "m.onnx")
+    assert read_signature(path).class_labels == ("0", "1")
+
+
+def test_class_labels_ignore_other_domains(tmp_path: Path) -> None:
+    """An op named like an ONNX-ML classifier in another domain is not one."""
+    model = _ml_classifier([0, 1], zipmap=False)
+    model.graph.node[0].domain = "com.example"
+    path = _save(model, tmp_path / "m.onnx")
+    assert read_signature(path).class_labels == ()
+
+
+def test_no_classifier_node_means_no_class_labels(classifier_path: Path) -> None:
+    assert read_signature(classifier_path).class_labels == ()
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf base-128 encoding of a non-negative integer."""
+    out = bytearray()
+    while True:
+        out.append(value & 0x7F | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def test_packed_int_labels_are_read(tmp_path: Path) -> None:
+    """Python's protobuf writes ONNX's repeated ints one by one; other encoders pack them."""
+    model = _ml_classifier([0, 1], zipmap=False)
+    node = model.graph.node[0]
+    node.attribute.remove(next(a for a in node.attribute if a.name == "classlabels_ints"))
+    del model.graph.node[:]
+    packed = b"".join(_varint(value % 2**64) for value in (-1, 7))
+    attribute = (
+        _length_delimited(1, b"classlabels_ints")
+        + _length_delimited(8, packed)
+        + _varint(20 << 3)
+        + _varint(onnx.AttributeProto.INTS)
+    )
+    graph = _length_delimited(1, node.SerializeToString() + _length_delimited(5, attribute))
+    # A second graph field merges into the first, as in protobuf, adding the hand-made node.
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString() + _length_delimited(7, graph))
+    signature = read_signature(path)
+    assert signature == _expected(path)
+    assert signature.class_labels == ("-1", "7")
+
+
 # --------------------------------------------------------------------------- unsupported types
 
 
@@ -307,6 +510,63 @@ def test_map_output_is_rejected_by_name(tmp_path: Path) -> None:
     )
     path = _save(helper.make_model(graph), tmp_path / "m.onnx")
     with pytest.raises(OnnxFormatError, match=r"output 'scores' is a map, not a tensor"):
+        read_signature(path)
+
+
+def _float_tensor() -> onnx.TypeProto:
+    return helper.make_tensor_type_proto(TensorProto.FLOAT, None)
+
+
+@pytest.mark.parametrize(
+    ("output_type", "kind"),
+    [
+        (helper.make_sequence_type_proto(_float_tensor()), "a sequence"),
+        (helper.make_map_type_proto(TensorProto.INT64, _float_tensor()), "a map"),
+        (helper.make_optional_type_proto(_float_tensor()), "an optional"),
+        (helper.make_sparse_tensor_type_proto(TensorProto.FLOAT, [2]), "a sparse tensor"),
+        (onnx.TypeProto(opaque_type=onnx.TypeProto.Opaque(name="blob")), "an opaque value"),
+        # Sequences of maps that no ZipMap produces: other keys, non-float values, no tensor.
+        (_zipmap_type(TensorProto.INT32), "a sequence"),
+        (_zipmap_type(TensorProto.INT64, TensorProto.INT64), "a sequence"),
+        (_zipmap_type(TensorProto.STRING, TensorProto.STRING), "a sequence"),
+        (
+            helper.make_sequence_type_proto(
+                helper.make_map_type_proto(TensorProto.INT64, _zipmap_type(TensorProto.INT64))
+            ),
+            "a sequence",
+        ),
+        (helper.make_sequence_type_proto(_zipmap_type(TensorProto.INT64)), "a sequence"),
+    ],
+    ids=[
+        "sequence-of-tensors",
+        "map",
+        "optional",
+        "sparse",
+        "opaque",
+        "int32-keys",
+        "int64-values",
+        "string-values",
+        "map-of-sequences",
+        "sequence-of-zipmaps",
+    ],
+)
+def test_non_zipmap_output_is_rejected_by_name(
+    tmp_path: Path, output_type: onnx.TypeProto, kind: str
+) -> None:
+    model = _identity_model(TensorProto.FLOAT, [1])
+    model.graph.output.append(helper.make_value_info("odd", output_type))
+    path = _save(model, tmp_path / "m.onnx")
+    with pytest.raises(OnnxFormatError, match=rf"output 'odd' is {kind}, not a tensor") as info:
+        read_signature(path)
+    assert str(path) in str(info.value)
+
+
+def test_zipmap_typed_input_is_rejected_by_name(tmp_path: Path) -> None:
+    """A service can return a ZipMap's maps as JSON, but cannot build one from a request."""
+    model = _identity_model(TensorProto.FLOAT, [1])
+    model.graph.input.append(helper.make_value_info("maps", _zipmap_type(TensorProto.INT64)))
+    path = _save(model, tmp_path / "m.onnx")
+    with pytest.raises(OnnxFormatError, match=r"input 'maps' is a sequence, not a tensor"):
         read_signature(path)
 
 
@@ -401,6 +661,24 @@ def test_byte_corruption_fails_cleanly_or_parses(classifier_path: Path) -> None:
         for _ in range(rng.randint(1, 4)):
             corrupt[rng.randrange(len(corrupt))] = rng.randrange(256)
         path.write_bytes(bytes(corrupt))
+        try:
+            read_signature(path)
+        except OnnxFormatError as exc:
+            assert str(path) in str(exc)
+
+
+def test_ml_classifier_prefixes_and_corruption_fail_cleanly(tmp_path: Path) -> None:
+    """The ZipMap type and label attributes are decoded too, so they must fail cleanly."""
+    data = _ml_classifier(["no", "yes"]).SerializeToString()
+    path = tmp_path / "ml.onnx"
+    rng = random.Random(99)
+    corrupted = []
+    for _ in range(300):
+        corrupt = bytearray(data)
+        corrupt[rng.randrange(len(corrupt))] = rng.randrange(256)
+        corrupted.append(bytes(corrupt))
+    for candidate in [data[:size] for size in range(len(data))] + corrupted:
+        path.write_bytes(candidate)
         try:
             read_signature(path)
         except OnnxFormatError as exc:
