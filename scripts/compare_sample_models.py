@@ -8,7 +8,8 @@ than byte for byte:
 - ``label.json``: the same JSON;
 - ``reference.json``: the same keys and versions, samples within a small tolerance;
 - ``model.onnx``: the same graph (signature, nodes, exact integer and string attributes, float
-  parameters within a tolerance) and the same predictions on a fixed set of check rows;
+  parameters within a tolerance) and the same predictions on a fixed set of check rows, a
+  ZipMap output's probabilities compared label by label;
 - images: the same size, mode and pixels, give or take one level;
 - anything else: the same bytes.
 
@@ -26,7 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ import onnx
 from onnx import helper, numpy_helper
 from PIL import Image
 from sklearn.datasets import load_iris
-from train_sample_models import open_session, preprocess_digit
+from train_sample_models import ZOO_CHECK_FEEDS, open_session, preprocess_digit
 
 # Retraining the digits model with each OpenBLAS kernel (Prescott to SkylakeX, 1 or 2 threads)
 # moved its coefficients by at most 6e-8 (one float32 step) and its probabilities by at most
@@ -48,7 +50,15 @@ PARAMETER_RTOL = 1e-4
 PROBABILITY_ATOL = 1e-4
 # reference.json holds inputs (exact in practice) and probabilities rounded to 6 decimals, where
 # a last-bit change can flip the rounding.
-REFERENCE_ATOL: dict[str, float] = {"data_sample": 1e-5, "prediction_sample": 1e-4}
+# The zoo's references hold request rows as "inputs" and onnxruntime's answers as "outputs".
+REFERENCE_ATOL: dict[str, float] = {
+    "data_sample": 1e-5,
+    "prediction_sample": 1e-4,
+    "inputs": 1e-5,
+    "outputs": 1e-4,
+}
+# The zoo regressor predicts diabetes progression (35 to 291), where one float32 step is 3e-5.
+REGRESSION_ATOL = 1e-3
 # The digits PNGs come from Pillow's integer resampling; one level absorbs a rounding change.
 PIXEL_TOLERANCE = 1
 IMAGE_SUFFIXES = frozenset({".png"})
@@ -56,6 +66,35 @@ IMAGE_SUFFIXES = frozenset({".png"})
 ROWS_SHOWN = 10
 
 Comparer = Callable[[Path, Path], list[str]]
+# Rows for a model with one input, or rows by input name.
+Feed = np.ndarray | dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a retrained model's floats may move from the committed model's."""
+
+    parameter_atol: float = PARAMETER_ATOL
+    parameter_rtol: float = PARAMETER_RTOL
+    output_atol: float = PROBABILITY_ATOL
+    reference_atol: Mapping[str, float] = field(default_factory=lambda: REFERENCE_ATOL)
+
+
+# Trees are grown and averaged without BLAS, so retraining them anywhere gives the same bits:
+# the decision tree on integers and the forest with string labels must match exactly.
+EXACT = Tolerance(0.0, 0.0, 0.0, dict.fromkeys(REFERENCE_ATOL, 0.0))
+TOLERANCES: dict[str, Tolerance] = {
+    "integer": EXACT,
+    "multiclass": EXACT,
+    "regressor": Tolerance(
+        output_atol=REGRESSION_ATOL, reference_atol={**REFERENCE_ATOL, "outputs": REGRESSION_ATOL}
+    ),
+}
+
+
+def tolerance_for(model_dir: Path) -> Tolerance:
+    """The tolerance for the model in ``model_dir``, keyed by the directory's name."""
+    return TOLERANCES.get(model_dir.name, Tolerance())
 
 
 def iris_rows(_model_dir: Path) -> np.ndarray:
@@ -69,11 +108,17 @@ def digit_rows(model_dir: Path) -> np.ndarray:
     return np.stack([preprocess_digit(path.read_bytes()) for path in images])
 
 
+def zoo_rows(name: str) -> Callable[[Path], Feed]:
+    """The zoo model's check rows, as the training script verified it on."""
+    return lambda _model_dir: ZOO_CHECK_FEEDS[name]()
+
+
 # The rows each model must answer identically on; keyed by the model's directory name.
-CHECK_ROWS: dict[str, Callable[[Path], np.ndarray]] = {
+CHECK_ROWS: dict[str, Callable[[Path], Feed]] = {
     "iris": iris_rows,
     "iris-slow": iris_rows,
     "digits": digit_rows,
+    **{name: zoo_rows(name) for name in ZOO_CHECK_FEEDS},
 }
 
 
@@ -114,20 +159,57 @@ def compare_labels(committed: Path, fresh: Path) -> list[str]:
 
 
 def compare_references(committed: Path, fresh: Path) -> list[str]:
-    """Same keys; samples within REFERENCE_ATOL, every other value (the versions) exact."""
+    """Same keys; samples within the model's reference tolerance, the rest (versions) exact."""
     expected, actual = load_json(committed), load_json(fresh)
+    tolerances = tolerance_for(committed.parent).reference_atol
     problems = [f"key '{key}' is missing" for key in sorted(expected.keys() - actual.keys())]
     problems += [f"key '{key}' is unexpected" for key in sorted(actual.keys() - expected.keys())]
     for key in sorted(expected.keys() & actual.keys()):
-        if key in REFERENCE_ATOL:
-            problems += compare_arrays(
-                f"'{key}'",
-                np.asarray(expected[key], dtype=np.float64),
-                np.asarray(actual[key], dtype=np.float64),
-                REFERENCE_ATOL[key],
-            )
+        if key in tolerances:
+            problems += compare_json(f"'{key}'", expected[key], actual[key], tolerances[key])
         elif expected[key] != actual[key]:
             problems.append(f"'{key}' is {actual[key]!r}, expected {expected[key]!r}")
+    return problems
+
+
+def json_leaves(value: Any, path: str = "") -> dict[str, Any]:
+    """Every scalar of a JSON value by its path, such as ``[0]['setosa']``."""
+    if isinstance(value, dict):
+        items: list[tuple[str, Any]] = [(f"[{key!r}]", item) for key, item in value.items()]
+    elif isinstance(value, list):
+        items = [(f"[{index}]", item) for index, item in enumerate(value)]
+    else:
+        return {path: value}
+    leaves: dict[str, Any] = {}
+    for step, item in items:
+        leaves.update(json_leaves(item, path + step))
+    # An empty list or map is a value too: without it [] and {} would compare equal.
+    return leaves or {path: value}
+
+
+def is_float_pair(first: Any, second: Any) -> bool:
+    """Two JSON numbers of which at least one is a float, so compared with a tolerance."""
+    numbers = all(isinstance(x, int | float) and not isinstance(x, bool) for x in (first, second))
+    return numbers and (isinstance(first, float) or isinstance(second, float))
+
+
+def compare_json(what: str, committed: Any, fresh: Any, atol: float) -> list[str]:
+    """The same structure and strings, integers and labels; floats within ``atol``."""
+    expected, actual = json_leaves(committed), json_leaves(fresh)
+    if expected.keys() != actual.keys():
+        moved = sorted(expected.keys() ^ actual.keys())
+        return [f"{what} has another structure, at {', '.join(moved[:ROWS_SHOWN])}"]
+    floats = [path for path in expected if is_float_pair(expected[path], actual[path])]
+    others = [path for path in expected if path not in floats]
+    problems = []
+    changed = [path for path in others if expected[path] != actual[path]]
+    if changed:
+        problems.append(f"{what} differs at {', '.join(changed[:ROWS_SHOWN])}")
+    deviation = [abs(float(actual[path]) - float(expected[path])) for path in floats]
+    # Written as "not within" so that a NaN counts as a difference.
+    if not all(value <= atol for value in deviation):
+        worst = max((value for value in deviation if value == value), default=float("nan"))
+        problems.append(f"{what} differs by up to {worst:.3g} (tolerance {atol:g})")
     return problems
 
 
@@ -159,6 +241,10 @@ def compare_bytes(committed: Path, fresh: Path) -> list[str]:
 
 def value_info_signature(value: onnx.ValueInfoProto) -> tuple[Any, ...]:
     """Name, kind, element type and shape (a symbolic or unknown dimension as its name)."""
+    kind = value.type.WhichOneof("value")
+    if kind != "tensor_type":
+        # A sequence or map, such as a ZipMap's output: its whole type, key and value included.
+        return value.name, kind, str(value.type)
     tensor = value.type.tensor_type
     dims = tuple(
         dim.dim_value if dim.HasField("dim_value") else dim.dim_param for dim in tensor.shape.dim
@@ -215,7 +301,7 @@ def attribute_array(attribute: onnx.AttributeProto) -> np.ndarray | None:
 
 
 def compare_attribute(
-    where: str, expected: onnx.AttributeProto, actual: onnx.AttributeProto
+    where: str, expected: onnx.AttributeProto, actual: onnx.AttributeProto, tolerance: Tolerance
 ) -> list[str]:
     """Float values within the parameter tolerance; integers, strings and the rest exact."""
     what = f"attribute '{expected.name}' of {where}"
@@ -224,10 +310,14 @@ def compare_attribute(
     expected_array, actual_array = attribute_array(expected), attribute_array(actual)
     if expected_array is None or actual_array is None:
         return [] if expected == actual else [f"{what} differs"]
-    return compare_arrays(what, expected_array, actual_array, PARAMETER_ATOL, PARAMETER_RTOL)
+    return compare_arrays(
+        what, expected_array, actual_array, tolerance.parameter_atol, tolerance.parameter_rtol
+    )
 
 
-def compare_nodes(expected: onnx.GraphProto, actual: onnx.GraphProto) -> list[str]:
+def compare_nodes(
+    expected: onnx.GraphProto, actual: onnx.GraphProto, tolerance: Tolerance
+) -> list[str]:
     """The same nodes in the same order, wired the same way, with equivalent attributes."""
     if len(expected.node) != len(actual.node):
         return [f"graph has {len(actual.node)} nodes, expected {len(expected.node)}"]
@@ -241,11 +331,13 @@ def compare_nodes(expected: onnx.GraphProto, actual: onnx.GraphProto) -> list[st
         for wanted_attribute, found_attribute in zip(
             wanted.attribute, found.attribute, strict=True
         ):
-            problems += compare_attribute(where, wanted_attribute, found_attribute)
+            problems += compare_attribute(where, wanted_attribute, found_attribute, tolerance)
     return problems
 
 
-def compare_initializers(expected: onnx.GraphProto, actual: onnx.GraphProto) -> list[str]:
+def compare_initializers(
+    expected: onnx.GraphProto, actual: onnx.GraphProto, tolerance: Tolerance
+) -> list[str]:
     """The same named constants, floats within the parameter tolerance."""
     wanted = {tensor.name: numpy_helper.to_array(tensor) for tensor in expected.initializer}
     found = {tensor.name: numpy_helper.to_array(tensor) for tensor in actual.initializer}
@@ -255,24 +347,41 @@ def compare_initializers(expected: onnx.GraphProto, actual: onnx.GraphProto) -> 
     ]
     for name in sorted(wanted.keys() & found.keys()):
         problems += compare_arrays(
-            f"initializer '{name}'", wanted[name], found[name], PARAMETER_ATOL, PARAMETER_RTOL
+            f"initializer '{name}'",
+            wanted[name],
+            found[name],
+            tolerance.parameter_atol,
+            tolerance.parameter_rtol,
         )
     return problems
 
 
-def run_model(path: Path, rows: np.ndarray) -> dict[str, np.ndarray]:
+def run_model(path: Path, rows: Feed) -> dict[str, np.ndarray]:
     """Every output of the model for ``rows``, by output name."""
     session = open_session(path)
     names = [output.name for output in session.get_outputs()]
-    results = session.run(names, {session.get_inputs()[0].name: rows})
-    return {name: np.asarray(result) for name, result in zip(names, results, strict=True)}
+    feed = rows if isinstance(rows, dict) else {session.get_inputs()[0].name: rows}
+    results = session.run(names, feed)
+    arrays: dict[str, np.ndarray] = {}
+    for name, result in zip(names, results, strict=True):
+        arrays.update(output_arrays(name, result))
+    return arrays
 
 
-def compare_outputs(name: str, expected: np.ndarray, actual: np.ndarray) -> list[str]:
+def output_arrays(name: str, result: Any) -> dict[str, np.ndarray]:
+    """One array per output; a ZipMap's maps become one probability column per label."""
+    if not isinstance(result, list):
+        return {name: np.asarray(result)}
+    # onnxruntime gives every row's map the same labels, in the ZipMap's order.
+    labels = list(result[0]) if result else []
+    return {f"{name}[{label}]": np.asarray([row[label] for row in result]) for label in labels}
+
+
+def compare_outputs(name: str, expected: np.ndarray, actual: np.ndarray, atol: float) -> list[str]:
     """Float outputs (probabilities) within a tolerance; labels identical on every row."""
     what = f"output '{name}' on the check rows"
     if np.issubdtype(expected.dtype, np.floating) or expected.shape != actual.shape:
-        return compare_arrays(what, expected, actual, PROBABILITY_ATOL)
+        return compare_arrays(what, expected, actual, atol)
     mismatched = np.flatnonzero(
         (expected != actual).reshape(len(expected), -1).any(axis=1)
     ).tolist()
@@ -283,7 +392,7 @@ def compare_outputs(name: str, expected: np.ndarray, actual: np.ndarray) -> list
     return []
 
 
-def compare_predictions(committed: Path, fresh: Path) -> list[str]:
+def compare_predictions(committed: Path, fresh: Path, tolerance: Tolerance) -> list[str]:
     """Run both models on the check rows of their directory's name."""
     rows_for = CHECK_ROWS.get(committed.parent.name)
     if rows_for is None:
@@ -293,22 +402,27 @@ def compare_predictions(committed: Path, fresh: Path) -> list[str]:
         ]
     rows = rows_for(committed.parent)
     expected, actual = run_model(committed, rows), run_model(fresh, rows)
-    problems: list[str] = []
-    for name, values in expected.items():
-        problems += compare_outputs(name, values, actual[name])
+    # Only a ZipMap's labels can differ here: the signatures matched.
+    problems = [f"output '{name}' is missing" for name in sorted(expected.keys() - actual.keys())]
+    problems += [
+        f"output '{name}' is unexpected" for name in sorted(actual.keys() - expected.keys())
+    ]
+    for name in sorted(expected.keys() & actual.keys()):
+        problems += compare_outputs(name, expected[name], actual[name], tolerance.output_atol)
     return problems
 
 
 def compare_models(committed: Path, fresh: Path) -> list[str]:
     """Same graph with equivalent parameters, and the same answers on the check rows."""
     expected, actual = onnx.load(str(committed)), onnx.load(str(fresh))
+    tolerance = tolerance_for(committed.parent)
     problems = compare_signatures(expected, actual)
-    problems += compare_nodes(expected.graph, actual.graph)
-    problems += compare_initializers(expected.graph, actual.graph)
+    problems += compare_nodes(expected.graph, actual.graph, tolerance)
+    problems += compare_initializers(expected.graph, actual.graph, tolerance)
     # Only models with the same inputs and outputs can be fed the same rows and compared.
     wanted, found = graph_signature(expected), graph_signature(actual)
     if all(wanted[part] == found[part] for part in ("inputs", "outputs")):
-        problems += compare_predictions(committed, fresh)
+        problems += compare_predictions(committed, fresh, tolerance)
     return problems
 
 

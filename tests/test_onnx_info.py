@@ -219,6 +219,73 @@ def test_sample_models_match_onnx(path: Path) -> None:
     assert read_signature(path) == _expected(path)
 
 
+def _zoo_expected() -> dict[str, tuple[list[TensorInfo], list[TensorInfo], tuple[str, ...]]]:
+    """What each zoo model must read as: inputs, outputs and class labels."""
+    digits = tuple(str(digit) for digit in range(10))
+    label, zipmap = "output_label", "output_probability"
+    return {
+        "regressor": (
+            [TensorInfo("input", "float32", (None, 10))],
+            [TensorInfo("variable", "float32", (None, 1))],
+            (),
+        ),
+        "binary": (
+            [TensorInfo("input", "float32", (None, 30))],
+            [
+                TensorInfo(label, "int64", (None,)),
+                TensorInfo(zipmap, "float32", (None,), "zipmap", "int64"),
+            ],
+            ("0", "1"),
+        ),
+        "multiclass": (
+            [TensorInfo("input", "float32", (None, 4))],
+            [
+                TensorInfo(label, "string", (None,)),
+                TensorInfo(zipmap, "float32", (None,), "zipmap", "string"),
+            ],
+            ("setosa", "versicolor", "virginica"),
+        ),
+        "tabular": (
+            [
+                TensorInfo("age", "float32", (None, 1)),
+                TensorInfo("income", "float32", (None, 1)),
+                TensorInfo("city", "string", (None, 1)),
+            ],
+            [
+                TensorInfo(label, "int64", (None,)),
+                TensorInfo(zipmap, "float32", (None,), "zipmap", "int64"),
+            ],
+            ("0", "1"),
+        ),
+        "integer": (
+            [TensorInfo("input", "int64", (None, 64))],
+            [
+                TensorInfo("label", "int64", (None,)),
+                TensorInfo("probabilities", "float32", (None, 10)),
+            ],
+            digits,
+        ),
+        "two-outputs": (
+            [TensorInfo("x", "float32", (None, 3))],
+            [TensorInfo("total", "float32", (None, 1)), TensorInfo("scaled", "float32", (None, 3))],
+            (),
+        ),
+    }
+
+
+def test_zoo_signatures() -> None:
+    """Spot checks of the committed zoo, written out so _expected cannot share a mistake."""
+    expected = _zoo_expected()
+    assert sorted(path.parent.name for path in ZOO_MODELS) == sorted(expected)
+    for path in ZOO_MODELS:
+        inputs, outputs, labels = expected[path.parent.name]
+        signature = read_signature(path)
+        assert list(signature.inputs) == inputs, path
+        assert list(signature.outputs) == outputs, path
+        assert signature.class_labels == labels, path
+        assert signature.opset == 17, path
+
+
 def test_accepts_str_path(classifier_path: Path) -> None:
     # Callers holding a path from a config file may pass a plain string; that must work too.
     as_text: Any = str(classifier_path)

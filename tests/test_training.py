@@ -1,9 +1,10 @@
-"""The committed sample models are what the training script makes from scratch.
+"""The committed sample models and model zoo are what the training script makes from scratch.
 
 Retrained on another CPU, the floats of a model move in their last bits, so the trees are
 compared by ``scripts/compare_sample_models.py`` (structure, parameters within a tolerance,
-predictions on check rows) rather than byte for byte. The comparator is itself checked: real
-differences fail it, float noise and a re-encoded PNG do not.
+predictions on check rows) rather than byte for byte; the zoo's tree models, whose training
+uses no BLAS, must match exactly. The comparator is itself checked: real differences fail it,
+float noise and a re-encoded PNG do not.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -26,6 +28,8 @@ from onnx import helper
 pytestmark = pytest.mark.slow
 
 COMMITTED = REPO / "sample_models"
+ZOO = COMMITTED / "zoo"
+ZOO_NAMES = ("binary", "integer", "multiclass", "regressor", "tabular", "two-outputs")
 COMPARE = REPO / "scripts" / "compare_sample_models.py"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -82,6 +86,21 @@ def test_training_reproduces_the_committed_models(train_python: Path, tmp_path: 
     assert compared.returncode == 0, compared.stdout + compared.stderr
 
 
+def test_the_zoo_is_complete() -> None:
+    """Every zoo model ships its model, reference and request sample; only binary has labels."""
+    assert sorted(path.name for path in ZOO.iterdir()) == sorted(ZOO_NAMES)
+    for name in ZOO_NAMES:
+        files = {"model.onnx", "reference.json", "vars.yaml"} | (
+            {"label.json"} if name == "binary" else set()
+        )
+        assert {path.name for path in (ZOO / name).iterdir()} == files, name
+        reference = json.loads((ZOO / name / "reference.json").read_text(encoding="utf-8"))
+        vars_text = (ZOO / name / "vars.yaml").read_text(encoding="utf-8")
+        # The request sample is JSON in YAML's flow style: the first two reference rows.
+        assert vars_text.startswith("data_sample: "), name
+        assert json.loads(vars_text.removeprefix("data_sample: ")) == reference["inputs"][:2]
+
+
 def edit_float_attribute(path: Path, name: str, change: Callable[[np.ndarray], np.ndarray]) -> None:
     """Rewrite the float-list attribute ``name`` of the model's first node."""
     model = onnx.load(str(path))
@@ -90,6 +109,12 @@ def edit_float_attribute(path: Path, name: str, change: Callable[[np.ndarray], n
     del attribute.floats[:]
     attribute.floats.extend(values.astype(np.float32).tolist())
     path.write_bytes(model.SerializeToString())
+
+
+def one_float32_step_up(values: np.ndarray) -> np.ndarray:
+    """What retraining with other BLAS kernels did to each float parameter at most."""
+    stepped: np.ndarray = np.nextafter(values, np.float32(np.inf))
+    return stepped
 
 
 def edit_json(path: Path, change: Callable[[dict[str, object]], None]) -> None:
@@ -142,6 +167,63 @@ def add_a_file(tree: Path) -> None:
     (tree / "iris" / "notes.txt").write_text("not a sample model file\n", encoding="utf-8")
 
 
+def edit_reference(tree: Path, name: str, change: Callable[[Any], None]) -> None:
+    """Change a zoo model's reference.json through a loosely typed view of its JSON."""
+    edit_json(tree / "zoo" / name / "reference.json", change)
+
+
+def rename_a_string_label(tree: Path) -> None:
+    path = tree / "zoo" / "multiclass" / "model.onnx"
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if attribute.name == "classlabels_strings":
+                attribute.strings[2] = b"virginika"
+    path.write_bytes(model.SerializeToString())
+
+
+def step_a_tree_threshold(tree: Path) -> None:
+    # One float32 step on each threshold: within tolerance elsewhere, but trees match exactly.
+    edit_float_attribute(
+        tree / "zoo" / "multiclass" / "model.onnx", "nodes_values", one_float32_step_up
+    )
+
+
+def nudge_an_exact_reference(tree: Path) -> None:
+    def nudge(reference: Any) -> None:
+        reference["outputs"]["probabilities"][0][0] -= 1e-6
+
+    edit_reference(tree, "integer", nudge)
+
+
+def shift_a_zipmap_probability(tree: Path) -> None:
+    def shift(reference: Any) -> None:
+        reference["outputs"]["output_probability"][0]["0"] += 1e-3
+
+    edit_reference(tree, "binary", shift)
+
+
+def change_a_city(tree: Path) -> None:
+    def change(reference: Any) -> None:
+        reference["inputs"][0]["city"] = "seoul"
+
+    edit_reference(tree, "tabular", change)
+
+
+def swap_the_binary_labels(tree: Path) -> None:
+    edit_json(tree / "zoo" / "binary" / "label.json", lambda labels: labels.update({"0": "benign"}))
+
+
+def swap_tabular_for_binary(tree: Path) -> None:
+    zoo = tree / "zoo"
+    shutil.copyfile(zoo / "binary" / "model.onnx", zoo / "tabular" / "model.onnx")
+
+
+def edit_a_request_sample(tree: Path) -> None:
+    path = tree / "zoo" / "two-outputs" / "vars.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("2.0", "2.5"), encoding="utf-8")
+
+
 @pytest.mark.parametrize(
     ("mutate", "named"),
     [
@@ -153,6 +235,14 @@ def add_a_file(tree: Path) -> None:
         (swap_two_images, "digits/images/digit-0000.png"),
         (delete_an_image, "digits/images/digit-0299.png"),
         (add_a_file, "iris/notes.txt"),
+        (rename_a_string_label, "zoo/multiclass/model.onnx"),
+        (step_a_tree_threshold, "zoo/multiclass/model.onnx"),
+        (nudge_an_exact_reference, "zoo/integer/reference.json"),
+        (shift_a_zipmap_probability, "zoo/binary/reference.json"),
+        (change_a_city, "zoo/tabular/reference.json"),
+        (swap_the_binary_labels, "zoo/binary/label.json"),
+        (swap_tabular_for_binary, "zoo/tabular/model.onnx"),
+        (edit_a_request_sample, "zoo/two-outputs/vars.yaml"),
     ],
     ids=lambda value: getattr(value, "__name__", None),
 )
@@ -213,5 +303,27 @@ def test_the_comparator_tolerates_float_noise_and_re_encoding(
     edit_json(tree_copy / "digits" / "reference.json", nudge_the_samples)
     for path in (model, image):
         assert path.read_bytes() != (COMMITTED / path.relative_to(tree_copy)).read_bytes()
+    result = compare(train_python, tree_copy)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_comparator_tolerates_float_noise_in_the_zoo(
+    train_python: Path, tree_copy: Path
+) -> None:
+    zoo = tree_copy / "zoo"
+    edit_float_attribute(zoo / "regressor" / "model.onnx", "coefficients", one_float32_step_up)
+    # The binary model's first node is its StandardScaler.
+    edit_float_attribute(zoo / "binary" / "model.onnx", "scale", one_float32_step_up)
+
+    def nudge_probabilities(reference: Any) -> None:
+        for row in reference["outputs"]["output_probability"]:
+            row["1"] += 1e-6
+
+    def nudge_a_prediction(reference: Any) -> None:
+        # Three float32 steps of a prediction near 200.
+        reference["outputs"]["variable"][0][0] += 1e-4
+
+    edit_reference(tree_copy, "binary", nudge_probabilities)
+    edit_reference(tree_copy, "regressor", nudge_a_prediction)
     result = compare(train_python, tree_copy)
     assert result.returncode == 0, result.stdout + result.stderr
