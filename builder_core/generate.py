@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keyword
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -15,12 +16,22 @@ from builder_core import layout, output
 from builder_core.errors import (
     GeneratedFileError,
     InvalidInputError,
+    ModelFileError,
     PackagingError,
     PatternError,
     TemplateError,
     VariablesError,
 )
-from builder_core.model import ServedModel, describe, load_model
+from builder_core.model import (
+    ServedModel,
+    describe,
+    labels_json,
+    load_model,
+    record_shape,
+    row_shape,
+    with_task,
+)
+from builder_core.onnx_info import TensorInfo
 from builder_core.patterns import (
     METADATA_FILE,
     TEMPLATE_DIR,
@@ -61,8 +72,11 @@ MODEL_KEYS = frozenset(
         "prediction_type",
         "prediction_structure",
         "prediction_sample",
+        "task",
     }
 )
+# The source of a label file the generator writes itself: a classifier's labels read from the model.
+DERIVED_LABELS = "labels read from the model"
 
 
 @dataclass(frozen=True)
@@ -232,6 +246,13 @@ def _render(
         check_name(name, "--name")
         raw["name"] = name
     given = validate_variables(raw, source, variables_model(chosen.info.variables))
+    served = with_task(served, given.task)
+    if served.task not in chosen.info.tasks:
+        raise ModelFileError(
+            f"{served.model_path}: the {chosen.name} pattern serves "
+            f"{' and '.join(chosen.info.tasks)} models; this model is served as {served.task} "
+            "(task in the variables)"
+        )
     checked = describe(given, served, described_source)
     env = environment(chosen)
     context = template_context(checked, chosen, served)
@@ -239,6 +260,9 @@ def _render(
         file_origins(chosen, env, context)
     planned = plan(chosen, env, context, served)
     contents = render_all(planned, env, context, chosen.locate)
+    for item in planned:
+        if item.source == DERIVED_LABELS:
+            contents[item.path] = output.FileContent(labels_json(served), 0o644)
     answers = answers_record(checked, chosen, served, user_model, template_version)
     if given.data_sample is None:
         # Derived from the model (zeros of its input shape) and derived again on upgrade: for an
@@ -263,10 +287,8 @@ def _served_model(chosen: Pattern, model: Path | None, labels: Path | None) -> S
             raise InvalidInputError("--labels: only meaningful together with --model")
         sample = chosen.root / SAMPLE_MODELS_DIR / chosen.info.sample_model
         return load_model(sample / "model.onnx", sample / "label.json")
-    if labels is None:
-        raise InvalidInputError("--model: a label file is required too (--labels PATH.json)")
     # Absolute: planned copies are found relative to the template data unless absolute.
-    return load_model(model.resolve(), labels.resolve())
+    return load_model(model.resolve(), labels.resolve() if labels else None)
 
 
 def default_variables(chosen: Pattern) -> Path:
@@ -284,7 +306,8 @@ def _variables_file(
     if user_model and variable_file is None:
         raw = {key: value for key, value in raw.items() if key not in MODEL_KEYS}
         raw.setdefault("model_file_name", _file_name(served.model_path, "model.onnx"))
-        raw.setdefault("label_file_name", _file_name(served.label_path, "label.json"))
+        if served.label_path is not None:
+            raw.setdefault("label_file_name", _file_name(served.label_path, "label.json"))
     return raw, str(path)
 
 
@@ -308,16 +331,35 @@ def template_context(variables: Variables, chosen: Pattern, served: ServedModel)
         "components": chosen.info.components,
         "builder_version": __version__,
         "model": {
+            "task": served.task,
+            "records": served.records,
+            "inputs": [_tensor_context(tensor) for tensor in served.inputs],
+            "outputs": [_tensor_context(tensor) for tensor in signature.outputs],
             "input_name": served.input.name,
             "input_dtype": served.input.dtype,
             "row_shape": list(served.row_shape),
             "output_name": served.output.name,
             "output_dtype": served.output.dtype,
+            "output_kind": served.output.kind,
+            "value_row_shape": list(record_shape(served.output)),
             "labels": list(served.labels),
             "sha256": signature.sha256,
             "producer": f"{signature.producer_name} {signature.producer_version}".strip(),
             "opset": signature.opset,
         },
+    }
+
+
+def _tensor_context(tensor: TensorInfo) -> dict[str, Any]:
+    return {
+        "name": tensor.name,
+        # A record's key can be a class attribute (else a functional TypedDict names it).
+        "identifier": tensor.name.isidentifier() and not keyword.iskeyword(tensor.name),
+        "dtype": tensor.dtype,
+        "kind": tensor.kind,
+        "shape": list(tensor.shape),
+        "row_shape": list(row_shape(tensor)),
+        "record_shape": list(record_shape(tensor)),
     }
 
 
@@ -333,18 +375,26 @@ def plan(
         if entries.pop(PurePosixPath(omitted), None) is None:
             raise PackagingError(f"pattern.yaml: omit: {omitted}: no such output file")
     claimed: dict[PurePosixPath, str] = {}
+    sample_model = chosen.root / SAMPLE_MODELS_DIR / chosen.info.sample_model / "model.onnx"
     for text, relative in chosen.info.sample_files.items():
         for path, origin, unrendered in _sample_files(env, context, text, chosen.locate(relative)):
+            if origin.suffix == ".onnx" and served.model_path != sample_model:
+                # A sample model beside the served one (sync-async's slow model) is made for the
+                # sample's signature: with the user's model, the user's model stands in for it.
+                origin = served.model_path
             _claim(entries, claimed, path, unrendered)
             entries[path] = PlannedFile(path, "copy", str(origin), unrendered)
-    for origin, file_name in (
-        (served.model_path, "model_file_name"),
-        (served.label_path, "label_file_name"),
-    ):
+    model_files: list[tuple[Path | None, str]] = [(served.model_path, "model_file_name")]
+    if served.task == "classification":
+        model_files.append((served.label_path, "label_file_name"))
+    for model_file, file_name in model_files:
         path = PurePosixPath(MODELS_DIR, context[file_name])
         unrendered = f"{MODELS_DIR}/{{{{ {file_name} }}}}"
         _claim(entries, claimed, path, unrendered)
-        entries[path] = PlannedFile(path, "copy", str(origin), unrendered)
+        if model_file is None:
+            entries[path] = PlannedFile(path, "write", DERIVED_LABELS, unrendered)
+        else:
+            entries[path] = PlannedFile(path, "copy", str(model_file), unrendered)
     return [entries[path] for path in sorted(entries)]
 
 
@@ -359,6 +409,7 @@ def explain(
         path = default_variables(chosen)
         model = variables_model(chosen.info.variables)
         given = validate_variables(read_mapping_file(path, "variable file"), str(path), model)
+        served = with_task(served, given.task)
         checked = describe(given, served, str(path))
         return file_origins(chosen, environment(chosen), template_context(checked, chosen, served))
 
@@ -454,6 +505,8 @@ def render_all(
     """
     contents: dict[PurePosixPath, output.FileContent] = {}
     for item in planned:
+        if item.action == "write":
+            continue
         source = locate(item.source)
         mode = source.stat().st_mode & 0o777
         if item.action == "render":

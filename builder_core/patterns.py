@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -33,7 +33,7 @@ from builder_core.errors import (
     VariablesError,
 )
 from builder_core.resources import COMMON_MAPPING, PATTERNS_DIR, SAMPLE_MODELS_DIR, data_root
-from builder_core.variables import VariableSpec, format_validation_error, read_mapping_file
+from builder_core.variables import Task, VariableSpec, format_validation_error, read_mapping_file
 
 METADATA_FILE = "pattern.yaml"
 TEMPLATE_DIR = "template"
@@ -57,6 +57,8 @@ class PatternInfo(BaseModel):
     sample_model: str = Field(min_length=1)
     # What POST /predict takes: rows of numbers, or the ID of a stored data item.
     request: Literal["rows", "data-id"] = "rows"
+    # The model tasks the pattern serves (builder_core.model.Task): all of them unless it says.
+    tasks: list[Task] = Field(default_factory=lambda: list(get_args(Task)), min_length=1)
     # The pattern's own variables: a default (whose type is the variable's type; a string is a
     # "token"), or ``{default: ..., type: ...}`` naming one of builder's string types.
     variables: dict[str, str | bool | int | float | VariableSpec] = Field(default_factory=dict)

@@ -23,6 +23,8 @@ ANSWERS_HEADER = (
 # The key of cookiecutter.json that carries what builder computed: cookiecutter copies keys
 # starting with one underscore as they are, without prompting or rendering them.
 EXPORT_KEY = "_builder"
+# The generated code's line length (its pyproject.toml), for literals laid out over lines.
+LINE_LENGTH = 100
 TRUE_WORDS = frozenset({"1", "true", "yes", "y", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "n", "off"})
 
@@ -44,6 +46,31 @@ def to_python(value: Any) -> str:
     if value is None or isinstance(value, bool | int | float):
         return repr(value)
     raise TypeError(f"cannot write {type(value).__name__} as a Python literal")
+
+
+def to_python_block(value: Any, column: int = 0, indent: int = 0, trailing: int = 0) -> str:
+    """``to_python``, laid out as the formatter of the generated code lays it out.
+
+    A list or dict that does not fit within the line length from ``column`` (where it starts,
+    with ``trailing`` characters after it) has one item per line, each laid out the same way,
+    and a trailing comma.
+    """
+    flat = to_python(value)
+    fits = column + len(flat) + trailing <= LINE_LENGTH
+    if fits or not isinstance(value, list | tuple | dict) or not value:
+        return flat
+    inner = " " * (indent + 4)
+    if isinstance(value, dict):
+        items = []
+        for key, item in value.items():
+            head = f"{to_python(key)}: "
+            items.append(head + to_python_block(item, len(inner) + len(head), indent + 4, 1))
+        opening, closing = "{", "}"
+    else:
+        items = [to_python_block(item, len(inner), indent + 4, 1) for item in value]
+        opening, closing = "[", "]"
+    lines = "".join(f"{inner}{item},\n" for item in items)
+    return f"{opening}\n{lines}{' ' * indent}{closing}"
 
 
 def to_json(value: Any) -> str:
@@ -78,8 +105,9 @@ def _defined(value: Any) -> Any:
 
 
 # Every filter the templates use, for builder's environment and the exported extension alike.
-FILTERS: dict[str, Callable[[Any], str]] = {
+FILTERS: dict[str, Callable[..., str]] = {
     "py": to_python,
+    "py_block": to_python_block,
     "json": to_json,
     "md": to_markdown_text,
 }

@@ -60,6 +60,8 @@ TEXT_MAX = 500
 MAX_PROBLEMS_SHOWN = 10
 
 
+# What a service does with the model's outputs (builder_core.model).
+Task = Literal["classification", "regression", "raw"]
 DType = Literal[
     "float16",
     "float32",
@@ -72,6 +74,8 @@ DType = Literal[
     "uint16",
     "uint32",
     "uint64",
+    "bool",
+    "string",
 ]
 
 
@@ -215,6 +219,8 @@ class Variables(BaseModel):
     prediction_type: DType | None = None
     prediction_structure: Shape | None = None
     prediction_sample: Sample | None = None
+    # What the service does with the model's outputs; read from the model when left out.
+    task: Task | None = None
     port: int = Field(8000, ge=1024, le=65535)
     workers: int = Field(2, ge=1, le=64)
     max_rows: int = Field(1000, ge=1, le=1_000_000)

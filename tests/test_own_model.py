@@ -61,7 +61,7 @@ def test_the_signature_comes_from_the_model(tmp_path: Path) -> None:
 def test_labels_must_match_the_number_of_classes(tmp_path: Path) -> None:
     model, labels = write_model(tmp_path)
     labels.write_text(json.dumps(["a", "b", "c"]))
-    with pytest.raises(ModelFileError, match="3 labels, but the model's scores are scores"):
+    with pytest.raises(ModelFileError, match="3 labels, but the model's scores 'scores' have 2 classes"):
         build(name="churn", model=model, labels=labels, output_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -240,7 +240,7 @@ def test_v2_health_and_metadata(service: Service) -> None:
     assert client.get_server_metadata() == {
         "name": service.name,
         "version": version,
-        "extensions": [],
+        "extensions": ["binary_tensor_data"],
     }
     assert client.is_model_ready(service.name)
     assert client.is_model_ready(service.name, model_version=version)
@@ -266,9 +266,13 @@ def test_v2_infer_gives_the_services_own_scores(service: Service) -> None:
     response = result.get_response()
     assert response["id"] == "req-1"
     assert response["model_name"] == service.name
-    # Without requested outputs, tritonclient asks for binary outputs: the answer is JSON anyway.
-    again = client.infer(service.name, [infer_input(rows)]).as_numpy("probabilities")
-    np.testing.assert_allclose(again, scores)
+    # tritonclient's defaults: binary input data, and (no outputs named) every output in binary.
+    binary = httpclient.InferInput("input", list(rows.shape), "FP32")
+    binary.set_data_from_numpy(rows)
+    again = client.infer(service.name, [binary])
+    np.testing.assert_allclose(again.as_numpy("probabilities"), scores)
+    answered = {output["name"] for output in again.get_response()["outputs"]}
+    assert answered == {"label", "probabilities"}
 
 
 def refusal(call: Callable[[], Any]) -> InferenceServerException:
@@ -292,10 +296,10 @@ def test_v2_refusals_reach_the_client_as_errors(service: Service) -> None:
     assert wrong_shape.status() == "400" and "shape" in wrong_shape.message()
     unknown = refusal(lambda: client.infer("another-model", [infer_input(rows)]))
     assert unknown.status() == "404"
-    binary = httpclient.InferInput("input", list(rows.shape), "FP32")
-    binary.set_data_from_numpy(rows)  # tritonclient's default: the binary extension
-    refused = refusal(lambda: client.infer(service.name, [binary]))
-    assert refused.status() == "400" and "binary_data=False" in refused.message()
+    nan = httpclient.InferInput("input", list(rows.shape), "FP32")
+    nan.set_data_from_numpy(np.full_like(rows, np.nan))  # binary: checked as strictly as JSON
+    refused = refusal(lambda: client.infer(service.name, [nan]))
+    assert refused.status() == "400" and "NaN" in refused.message()
     too_many = np.repeat(rows[:1], 1001, axis=0)
     # 1001 rows: over MAX_ROWS, or (256 values a row) over the body limit first: 413 either way.
     assert refusal(lambda: client.infer(service.name, [infer_input(too_many)])).status() == "413"

@@ -19,16 +19,20 @@ BUSY = "the service is reading too many request bodies at once; retry shortly"
 BUSY_DESCRIPTION = "The worker holds too many request bodies at once: retry after Retry-After"
 
 
-def surely_too_many_rows(body: bytes, max_rows: int, brackets_per_row: int) -> str | None:
+def surely_too_many_rows(
+    body: bytes, max_rows: int, openers_per_row: int, opener: bytes = b"["
+) -> str | None:
     """Why ``body`` is refused before it is parsed, when it holds more rows than ``max_rows``.
 
     Parsing is what a body costs (a 1 MiB body of short rows is 100 000 rows, about 60 ms of a
     worker's event loop turned into Python lists), so the rows are counted first, by their
-    opening brackets: a valid body has exactly ``1 + rows * brackets_per_row`` of them, since only
-    numbers may be inside. A body over the count for ``max_rows`` is refused whatever it holds;
-    one under it is parsed and checked as usual.
+    openers: a valid body of rows has exactly ``1 + rows * openers_per_row`` opening brackets,
+    since only numbers may be inside, and a valid body of records ``1 + rows`` opening braces.
+    A body over the count for ``max_rows`` is refused whatever it holds; one under it is parsed
+    and checked as usual. ``openers_per_row`` 0 counts nothing: where strings may hold brackets
+    and braces, only the parsed rows are counted.
     """
-    if body.count(b"[") > 1 + max_rows * brackets_per_row:
+    if openers_per_row and body.count(opener) > 1 + max_rows * openers_per_row:
         return f"data: more than {max_rows} rows; at most {max_rows} per request"
     return None
 

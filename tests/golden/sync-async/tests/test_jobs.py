@@ -54,7 +54,7 @@ def test_a_job_is_queued_run_and_answered(
     assert job["status"] == "done", job
     assert job["attempts"] == 1
     assert job["created"] <= job["started"] <= job["finished"]
-    assert len(job["prediction"]) == 2
+    assert len(job["prediction"]) == 2 * len(DATA_SAMPLE)
     for row in job["prediction"]:
         assert math.isclose(sum(row), 1.0, abs_tol=1e-4)
     assert set(job["labels"]) <= labels

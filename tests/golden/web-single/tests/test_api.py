@@ -16,8 +16,11 @@ SETTINGS = Settings.from_env()
 ROW = DATA_SAMPLE[0]
 
 
-def _replace_first(row: Any, value: Any) -> Any:
-    """``row`` with its first number replaced by ``value``, at any depth."""
+def _replace_first(row: Any, value: Any, key: str | None = None) -> Any:
+    """``row`` with its first value (of input ``key``, in a record) replaced, at any depth."""
+    if isinstance(row, dict):
+        name = key or next(iter(row))
+        return {**row, name: _replace_first(row[name], value)}
     if isinstance(row, list):
         return [_replace_first(row[0], value), *row[1:]]
     return value
@@ -32,6 +35,8 @@ def test_metadata_names_the_model_that_is_served(client: TestClient) -> None:
     meta = client.get("/metadata").json()
     assert meta["model_sha256"] == hashlib.sha256(SETTINGS.model_filepath.read_bytes()).hexdigest()
     assert meta["model_file"] == SETTINGS.model_filepath.name
+    assert meta["task"] == "classification"
+    assert [tensor["name"] for tensor in meta["inputs"]] == ["input"]
     assert len(meta["labels"]) == len(client.get("/label").json())
 
 
@@ -72,12 +77,12 @@ def test_one_answer_per_row(client: TestClient) -> None:
 BAD_BODIES: dict[str, Any] = {
     "wrong row length": {"data": [ROW + ROW]},
     "ragged rows": {"data": [ROW, ROW + ROW]},
-    "empty input": {"data": []},
     "row not a list": {"data": [1]},
     "string": {"data": [_replace_first(ROW, "1.0")]},
     "boolean": {"data": [_replace_first(ROW, True)]},
     "null": {"data": [_replace_first(ROW, None)]},
     "overflows float32": {"data": [_replace_first(ROW, 1e39)]},
+    "empty input": {"data": []},
     "missing field": {"rows": DATA_SAMPLE},
     "unknown field": {"data": DATA_SAMPLE, "extra": 1},
     "not an object": [DATA_SAMPLE],
@@ -94,9 +99,11 @@ def test_bad_input_is_422_naming_the_field(client: TestClient, path: str, body: 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_numbers_are_422(client: TestClient, literal: str) -> None:
-    row = json.dumps(_replace_first(ROW, 0.0)).replace("0.0", literal, 1)
+    row = json.dumps(_replace_first(ROW, 12345.0))
     response = client.post(
-        "/predict", content='{"data": [' + row + "]}", headers={"content-type": "application/json"}
+        "/predict",
+        content='{"data": [' + row.replace("12345.0", literal, 1) + "]}",
+        headers={"content-type": "application/json"},
     )
     assert response.status_code == 422, response.text
 

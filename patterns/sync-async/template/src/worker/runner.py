@@ -134,6 +134,7 @@ def load_model(settings: Settings, queue: QueueSettings) -> Classifier:
         settings.label_filepath,
         config.OUTPUT_NAME,
         settings.onnx_threads,
+        config.TASK,
     )
     model.self_test(config.DATA_SAMPLE)
     logger.info("slow model ready: %s sha256=%s", model.model_path, model.sha256)

@@ -23,7 +23,9 @@ BUILDER_VERSION = "0.1.0"
 PATTERN = "data-cache"
 MODEL_FILE_NAME = "digits_logreg.onnx"
 LABEL_FILE_NAME = "label.json"
-# Read from the model file when the service was generated.
+# Read from the model file when the service was generated. TASK is what a prediction is:
+# classification (scores per label), regression (values) or raw (every output by name).
+TASK = "classification"
 OUTPUT_NAME = "probabilities"
 MODEL_SHA256 = "c6939c91c5048999d1661ddd7c079e53eb6ab9f59c1e8a6e980dd597ce592666"
 MODEL_PRODUCER = "skl2onnx 1.20.0"

@@ -28,7 +28,11 @@ logger = logging.getLogger(__name__)
 def load_classifier(settings: Settings) -> Classifier:
     """The model, checked to take what preprocessing makes and tested on the sample rows."""
     classifier = Classifier.load(
-        settings.model_filepath, settings.label_filepath, config.OUTPUT_NAME, settings.onnx_threads
+        settings.model_filepath,
+        settings.label_filepath,
+        config.OUTPUT_NAME,
+        settings.onnx_threads,
+        config.TASK,
     )
     row_shape = classifier.metadata()["inputs"][0]["shape"][1:]
     if tuple(row_shape) != tensor_shape(config.IMAGE_SIDE):

@@ -100,6 +100,7 @@ class MetadataResponse(BaseModel):
     builder_version: str
     model_file: str
     model_sha256: str
+    task: str
     inputs: list[dict[str, object]]
     outputs: list[dict[str, object]]
     labels: list[str]

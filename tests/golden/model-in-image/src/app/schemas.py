@@ -1,7 +1,8 @@
-"""Request and response bodies, checked against the model's real input.
+"""Request and response bodies, checked against the model's real inputs.
 
-Every number must be a finite JSON number that fits the model's input dtype (float32);
-strings, booleans, NaN and infinities are refused before any inference runs.
+Every value must be of its input's dtype (float32): a number a finite JSON number the
+dtype can hold, a string a JSON string, a boolean true or false; anything else, NaN and infinities
+are refused before any inference runs.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from src.app.config import DATA_SAMPLE
 
-_LIMIT = float(np.finfo(np.float32).max)
-# Strict: a string or a boolean is not a number; the bounds refuse values the dtype cannot hold.
-Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-_LIMIT, le=_LIMIT)]
+_FLOAT32 = float(np.finfo(np.float32).max)
+# Strict: a string or a boolean is not a number; the bounds refuse values float32 cannot hold.
+Float32 = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-_FLOAT32, le=_FLOAT32)]
 
-Row = Annotated[list[Number], Field(min_length=4, max_length=4)]
+Row = Annotated[list[Float32], Field(min_length=4, max_length=4)]
 
 
 class PredictRequest(BaseModel):
-    """Rows to score; each row has shape [4]."""
+    """Rows to predict for; each row has shape [4]."""
 
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"data": DATA_SAMPLE}]}
@@ -57,6 +58,7 @@ class MetadataResponse(BaseModel):
     builder_version: str
     model_file: str
     model_sha256: str
+    task: str
     inputs: list[dict[str, object]]
     outputs: list[dict[str, object]]
     labels: list[str]

@@ -32,7 +32,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The model came from outside the image: it is served only if it is exactly the one expected.
     source.verify(settings.model_filepath)
     classifier = Classifier.load(
-        settings.model_filepath, settings.label_filepath, config.OUTPUT_NAME, settings.onnx_threads
+        settings.model_filepath,
+        settings.label_filepath,
+        config.OUTPUT_NAME,
+        settings.onnx_threads,
+        config.TASK,
     )
     classifier.self_test(config.DATA_SAMPLE)
     app.state.classifier = classifier

@@ -20,14 +20,17 @@ BUILDER_VERSION = "0.1.0"
 PATTERN = "web-single"
 MODEL_FILE_NAME = "iris_svc.onnx"
 LABEL_FILE_NAME = "label.json"
-# Read from the model file when the service was generated.
+# Read from the model file when the service was generated. TASK is what a prediction is:
+# classification (scores per label), regression (values) or raw (every output by name).
+TASK = "classification"
 OUTPUT_NAME = "probabilities"
 MODEL_SHA256 = "66b06d8e86d8716b2ff065744352ff0c75f175e94ee7a66614391dcb279b48e4"
 MODEL_PRODUCER = "skl2onnx 1.20.0"
 # The sample request the service tests itself with at start-up and serves at /predict/test.
 DATA_SAMPLE = [[5.1, 3.5, 1.4, 0.2]]
 # Opening brackets in one row of a request's JSON: 1 for a row of numbers, more for nested rows.
-BRACKETS_PER_ROW = 1
+ROW_OPENER = b"["
+OPENERS_PER_ROW = 1
 # Which requests get a log line (src.app.observe): every one costs about a tenth of the throughput
 # of a small model, so by default only those answered 4xx or 5xx; the metrics count them all.
 REQUEST_LOG_DEFAULT = "errors"

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 
 from src.app.deps import json_response
 from src.app.limits import BUSY, BodiesInFlightError, BodyTooLargeError, error_key
+from src.ml.classifier import ModelInputError
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,18 @@ def error_detail(errors: Sequence[Any], prefix: tuple[str, ...] = ()) -> list[di
         {"loc": [*prefix, *error["loc"]], "msg": error["msg"], "type": error["type"]}
         for error in errors
     ]
+
+
+def model_refusal(err: ModelInputError) -> list[dict[str, Any]]:
+    """The detail of a 422 for input that passed validation but that the model refused."""
+    return [{"loc": ["body", "data"], "msg": str(err), "type": "model_refused"}]
+
+
+async def model_input_error(_request: Request, exc: Exception) -> Response:
+    """422 naming ``data``: the model itself refused the rows (an unknown category, say)."""
+    if not isinstance(exc, ModelInputError):
+        raise exc
+    return json_response({"detail": model_refusal(exc)}, status_code=422)
 
 
 async def undecodable_body(request: Request, exc: Exception) -> Response:
@@ -67,4 +80,5 @@ def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, undecodable_body)
+    app.add_exception_handler(ModelInputError, model_input_error)
     app.add_exception_handler(Exception, unexpected_error)

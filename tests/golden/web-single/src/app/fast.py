@@ -19,11 +19,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from src.app import config
 from src.app.deps import infer, json_body
-from src.app.errors import error_detail
+from src.app.errors import error_detail, model_refusal
 from src.app.limits import read_or_refuse, surely_too_many_rows
 from src.app.observe import mark_route
 from src.app.routers.predict import too_many_rows
 from src.app.schemas import PredictRequest
+from src.ml.classifier import ModelInputError
 
 # What answers a path: given the app's state and the validated rows, the answer's JSON object.
 Route = Callable[[Any, list[Any]], Awaitable[dict[str, Any]]]
@@ -70,7 +71,9 @@ class FastRoutes:
 
 async def answer(state: Any, route: Route, body: bytes) -> tuple[int, bytes]:
     """Validate ``body`` as FastAPI would, then let ``route`` answer for its rows."""
-    refusal = surely_too_many_rows(body, state.settings.max_rows, config.BRACKETS_PER_ROW)
+    refusal = surely_too_many_rows(
+        body, state.settings.max_rows, config.OPENERS_PER_ROW, config.ROW_OPENER
+    )
     if refusal is not None:
         return 413, json_body({"detail": refusal})
     try:
@@ -80,4 +83,7 @@ async def answer(state: Any, route: Route, body: bytes) -> tuple[int, bytes]:
     refusal = too_many_rows(len(request.data), state.settings)
     if refusal is not None:
         return 413, json_body({"detail": refusal})
-    return 200, json_body(await route(state, request.data))
+    try:
+        return 200, json_body(await route(state, request.data))
+    except ModelInputError as err:
+        return 422, json_body({"detail": model_refusal(err)})

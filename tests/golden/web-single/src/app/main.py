@@ -28,7 +28,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the model once per worker and test it before the worker reports ready."""
     settings: Settings = app.state.settings
     classifier = Classifier.load(
-        settings.model_filepath, settings.label_filepath, config.OUTPUT_NAME, settings.onnx_threads
+        settings.model_filepath,
+        settings.label_filepath,
+        config.OUTPUT_NAME,
+        settings.onnx_threads,
+        config.TASK,
     )
     classifier.self_test(config.DATA_SAMPLE)
     app.state.classifier = classifier

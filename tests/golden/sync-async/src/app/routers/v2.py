@@ -11,10 +11,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from src.app.config import Settings
-from src.app.deps import ClassifierDep, SettingsDep, infer, json_response
+from src.app.deps import ClassifierDep, SettingsDep, infer, json_body, json_response
 from src.app.limits import BUSY_DESCRIPTION
 from src.app.v2 import (
-    BINARY,
+    HEADER_LENGTH,
     ErrorResponse,
     InferenceRequest,
     InferenceResponse,
@@ -25,8 +25,9 @@ from src.app.v2 import (
     decode,
     describe,
     server_metadata,
+    wanted_outputs,
 )
-from src.ml.classifier import Classifier
+from src.ml.classifier import Classifier, ModelInputError
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 MODEL = "/models/{model_name}"
@@ -92,7 +93,7 @@ async def ready(request: Request) -> Response:
 
 @router.get("", response_model=ServerMetadata, summary="V2 server metadata")
 async def server() -> Response:
-    """The server's name and version (the service's) and its protocol extensions (none)."""
+    """The server's name and version (the service's) and its protocol extensions."""
     return json_response(server_metadata())
 
 
@@ -155,14 +156,23 @@ async def _infer(
     model = describe(classifier)
     try:
         model.check(model_name, model_version)
-        # The binary extension sends this header; its body is not JSON, so say why up front.
-        if "inference-header-content-length" in request.headers:
-            raise ProtocolError(400, BINARY)
-        call, rows = decode(await request.body(), model, settings.max_rows)
+        body = await request.body()
+        call, feeds = decode(body, request.headers.get(HEADER_LENGTH), model, settings.max_rows)
+        names = wanted_outputs(call, model)
+        results = await infer(settings, lambda arrays: classifier.run(arrays, names), feeds)
     except ProtocolError as err:
         return _refused(err)
-    scores = await infer(settings, classifier.predict, rows)
-    return json_response(answer(call, model, scores))
+    except ModelInputError as err:
+        return _refused(ProtocolError(400, str(err)))
+    content, binary = answer(call, model, names, results)
+    if not binary:
+        return json_response(content)
+    header = json_body(content)
+    return Response(
+        header + binary,
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(len(header))},
+    )
 
 
 @router.post(
@@ -175,7 +185,7 @@ async def _infer(
 async def model_infer(
     request: Request, model_name: str, settings: SettingsDep, classifier: ClassifierDep
 ) -> Response:
-    """The model's scores for the input tensor, as the output tensor the model names."""
+    """The model's outputs for the input tensors, in JSON or as binary data, as asked."""
     return await _infer(request, settings, classifier, model_name, None)
 
 
