@@ -234,8 +234,9 @@ def load_pattern(
         return Pattern(name, read_info(item.folder), (common, own), root)
     own = Layer(item.folder, item.folder / COMMON_MAPPING, False, f"{EXTERNAL_PREFIX}/{name}/")
     info = read_info(item.folder, PatternError)
-    if not (root / SAMPLE_MODELS_DIR / info.sample_model).is_dir():
-        known = ", ".join(sorted(path.name for path in (root / SAMPLE_MODELS_DIR).iterdir()))
+    if not (root / SAMPLE_MODELS_DIR / info.sample_model / "model.onnx").is_file():
+        samples = (root / SAMPLE_MODELS_DIR).iterdir()
+        known = ", ".join(sorted(path.name for path in samples if (path / "model.onnx").is_file()))
         raise PatternError(
             f"{item.folder / METADATA_FILE}: sample_model: {info.sample_model!r} is not one of "
             f"builder's sample models ({known})"

@@ -61,7 +61,9 @@ def test_the_signature_comes_from_the_model(tmp_path: Path) -> None:
 def test_labels_must_match_the_number_of_classes(tmp_path: Path) -> None:
     model, labels = write_model(tmp_path)
     labels.write_text(json.dumps(["a", "b", "c"]))
-    with pytest.raises(ModelFileError, match="3 labels, but the model's scores 'scores' have 2 classes"):
+    with pytest.raises(
+        ModelFileError, match="3 labels, but the model's scores 'scores' have 2 classes"
+    ):
         build(name="churn", model=model, labels=labels, output_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -74,6 +76,47 @@ def test_vars_that_contradict_the_model_are_refused(tmp_path: Path) -> None:
         VariablesError, match=r"vars\.yaml: data_structure: \(1, 4\) does not match"
     ):
         build(variable_file=variables, model=model, labels=labels, output_dir=tmp_path)
+
+
+ZOO = Path(__file__).resolve().parent.parent / "sample_models" / "zoo"
+
+
+def test_labels_are_optional_and_read_from_the_model(tmp_path: Path) -> None:
+    variables = ZOO / "multiclass" / "vars.yaml"
+    model = ZOO / "multiclass" / "model.onnx"
+    target = build(name="iris", model=model, variable_file=variables, output_dir=tmp_path).target
+    labels = json.loads((target / "models" / "label.json").read_text())
+    assert labels == {"0": "setosa", "1": "versicolor", "2": "virginica"}
+
+
+def test_the_task_variable_chooses_raw_outputs(tmp_path: Path) -> None:
+    variables = tmp_path / "vars.yaml"
+    variables.write_text((ZOO / "binary" / "vars.yaml").read_text() + "task: raw\n")
+    model = ZOO / "binary" / "model.onnx"
+    target = build(name="raw", model=model, variable_file=variables, output_dir=tmp_path).target
+    assert 'TASK = "raw"' in (target / "src" / "app" / "config.py").read_text()
+    assert not (target / "models" / "label.json").exists()
+
+
+def test_a_pattern_refuses_a_task_it_does_not_serve(tmp_path: Path) -> None:
+    model = ZOO / "regressor" / "model.onnx"
+    with pytest.raises(ModelFileError, match="sync-async pattern serves classification models"):
+        build(name="reg", pattern="sync-async", model=model, output_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_string_inputs_need_a_sample(tmp_path: Path) -> None:
+    model = ZOO / "tabular" / "model.onnx"
+    with pytest.raises(VariablesError, match=r"data_sample: required .*\(city\)"):
+        build(name="tab", model=model, output_dir=tmp_path / "out")
+
+
+def test_a_record_sample_must_name_every_input(tmp_path: Path) -> None:
+    variables = tmp_path / "vars.yaml"
+    variables.write_text('data_sample: [{"age": 1.0, "city": "seoul"}]\n')
+    model = ZOO / "tabular" / "model.onnx"
+    with pytest.raises(VariablesError, match=r"data_sample\[0\]: missing income"):
+        build(name="tab", model=model, variable_file=variables, output_dir=tmp_path / "out")
 
 
 def test_a_file_that_is_not_onnx_is_refused(tmp_path: Path) -> None:

@@ -45,7 +45,8 @@ def test_sample_scores_are_probabilities(client: TestClient) -> None:
     assert len(scores) == len(DATA_SAMPLE)
     for row in scores:
         assert math.isclose(sum(row), 1.0, abs_tol=1e-4)
-        assert all(0.0 <= value <= 1.0 for value in row)
+        # float32 sums: a probability of 1 may be a last bit above it.
+        assert all(-1e-6 <= value <= 1.0 + 1e-6 for value in row)
 
 
 def test_sample_scores_match_the_training_framework(client: TestClient) -> None:
