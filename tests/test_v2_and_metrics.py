@@ -251,8 +251,11 @@ def test_v2_health_and_metadata(service: Service) -> None:
     assert meta["versions"] == [version]
     width = 256 if service.pattern == "data-cache" else 4
     assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, width]}]
-    assert meta["outputs"][0]["name"] == "probabilities"
-    assert meta["outputs"][0]["datatype"] == "FP32"
+    # Every output of the model: the label tensor and the class scores.
+    outputs = {output["name"]: output for output in meta["outputs"]}
+    assert set(outputs) == {"label", "probabilities"}
+    assert outputs["probabilities"]["datatype"] == "FP32"
+    assert outputs["label"]["datatype"] == "INT64"
 
 
 def test_v2_infer_gives_the_services_own_scores(service: Service) -> None:

@@ -245,3 +245,16 @@ def test_tritonclient_with_its_default_options(live: tuple[str, Path, Path, Stac
             assert [value.decode() for value in got.reshape(-1)] == [str(v) for v in values]
         else:
             np.testing.assert_allclose(got, np.asarray(values, dtype=got.dtype), rtol=1e-5)
+
+
+def test_the_projects_smoke_script_passes(live: tuple[str, Path, Path, Stack]) -> None:
+    _name, project, python, stack = live
+    result = subprocess.run(
+        [str(python), "smoke.py", stack.base],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

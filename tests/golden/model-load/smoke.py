@@ -64,12 +64,12 @@ def check(base: str) -> None:
     expect(call(base, "/health")[0] == 200, "GET /health is 200")
     status, meta = call(base, "/metadata")
     expect(status == 200 and len(meta["model_sha256"]) == 64, "GET /metadata names the model")
-    status, scores = call(base, "/predict", {"data": SAMPLE})
-    expect(status == 200 and len(scores["prediction"]) == len(SAMPLE), "POST /predict scores rows")
+    status, answer = call(base, "/predict", {"data": SAMPLE})
+    expect(status == 200 and len(answer["prediction"]) == len(SAMPLE), "POST /predict scores rows")
     status, labels = call(base, "/predict/label", {"data": SAMPLE})
     names = set(meta["labels"])
     expect(status == 200 and set(labels["prediction"]) <= names, "POST /predict/label labels rows")
-    status, _ = call(base, "/predict", {"data": [["not a number"]]})
+    status, _ = call(base, "/predict", {"data": [None]})
     expect(status == 422, "POST /predict refuses a bad row with 422")
 
 
