@@ -100,8 +100,8 @@ def test_the_task_variable_chooses_raw_outputs(tmp_path: Path) -> None:
 
 def test_a_pattern_refuses_a_task_it_does_not_serve(tmp_path: Path) -> None:
     model = ZOO / "regressor" / "model.onnx"
-    with pytest.raises(ModelFileError, match="sync-async pattern serves classification models"):
-        build(name="reg", pattern="sync-async", model=model, output_dir=tmp_path / "out")
+    with pytest.raises(ModelFileError, match="data-cache pattern serves classification models"):
+        build(name="reg", pattern="data-cache", model=model, output_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

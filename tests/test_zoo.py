@@ -118,6 +118,47 @@ def test_the_generated_project_passes_its_own_tests(
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
+# Every other pattern that takes a user's model, with the kinds that change the most code.
+OTHER_PATTERNS = [
+    ("sync-async", "tabular"),
+    ("sync-async", "two-outputs"),
+    ("model-load", "regressor"),
+    ("model-in-image", "multiclass"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "name"), OTHER_PATTERNS)
+def test_other_patterns_serve_them_too(
+    tmp_path: Path, service_python: Callable[[Path], Path], pattern: str, name: str
+) -> None:
+    folder = ZOO / name
+    project = build(
+        name=name,
+        pattern=pattern,
+        model=folder / "model.onnx",
+        variable_file=folder / "vars.yaml",
+        output_dir=tmp_path,
+    ).target
+    result = subprocess.run(
+        [
+            str(service_python(project)),
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "error",
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
 @pytest.fixture(params=MODELS)
 def live(
     request: pytest.FixtureRequest,

@@ -83,7 +83,7 @@ def test_only_post_predict_queues_a_job(redis_url: str, fast_path: str) -> None:
         assert client.post("/predict/label", json={"data": DATA_SAMPLE}).status_code == 200
         assert client.get("/predict/test").status_code == 200
         assert client.get("/predict/test/label").status_code == 200
-        assert client.post("/predict", json={"data": [[1.0]]}).status_code == 422
+        assert client.post("/predict", json={"data": [None]}).status_code == 422
         assert stream_length(redis_url) == 0
         assert client.post("/predict", json={"data": DATA_SAMPLE}).status_code == 200
     assert stream_length(redis_url) == 1

@@ -89,19 +89,23 @@ class Worker:
             )
 
     def predict(self, job_id: str, rows: object) -> dict[str, str | bytes]:
-        """The fields to record: the slow model's scores and labels, or why it failed."""
+        """The fields to record: the slow model's prediction (and labels), or why it failed."""
         try:
-            scores = self.model.predict(rows)
-            labels = [self.model.labels[index] for index in scores.argmax(axis=1)]
+            prediction = self.model.predict(rows)
+            labels = None
+            if self.model.task == "classification":
+                labels = [self.model.labels[index] for index in prediction.argmax(axis=1)]
         except Exception as err:  # a model that cannot score one job must not stop the worker
             logger.exception("job %s: the slow model failed", job_id)
             return {"status": "failed", "error": f"the slow model failed: {err}", **_finished()}
-        return {
+        fields: dict[str, str | bytes] = {
             "status": "done",
-            "prediction": orjson.dumps(scores, option=orjson.OPT_SERIALIZE_NUMPY),
-            "labels": orjson.dumps(labels),
+            "prediction": orjson.dumps(prediction, option=orjson.OPT_SERIALIZE_NUMPY),
             **_finished(),
         }
+        if labels is not None:
+            fields["labels"] = orjson.dumps(labels)
+        return fields
 
     def record(self, delivery: Delivery, fields: dict[str, str | bytes]) -> bool:
         """Finish the job, retrying through a Redis outage for as long as the job stays ours."""
