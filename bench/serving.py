@@ -33,6 +33,13 @@ REPO = ROOT.parent
 WORK = REPO / ".bench"
 WORKERS = 2
 TYPICAL = [[5.1, 3.5, 1.4, 0.2], [5.9, 2.8, 4.3, 1.3], [6.6, 3.0, 5.6, 2.0]]
+TABULAR = REPO / "sample_models" / "zoo" / "tabular"
+# Records of the tabular pipeline (three named inputs, one a string), as many as the rows asked.
+RECORDS = [
+    {"age": 62.0, "income": 31300.0, "city": "busan"},
+    {"age": 52.0, "income": 115000.0, "city": "seoul"},
+    {"age": 35.0, "income": 48000.0, "city": "incheon"},
+]
 # MLServer 1.7.1 installs uvloop as its event loop policy; uvloop 0.22+ breaks its parallel workers
 # ("There is no current event loop"), so the last release before it is pinned.
 MLSERVER = [
@@ -114,15 +121,18 @@ def ensure_wrk() -> str:
     return str(shutil.which("wrk"))
 
 
-def generated_server(port: int) -> Server:
-    """The web-single service as its run.sh starts it."""
+def generated_server(port: int, tabular: bool = False) -> Server:
+    """The web-single service as its run.sh starts it: iris rows, or the tabular zoo model."""
+    name = "bench-tabular" if tabular else "bench"
     out = WORK / "generated"
+    model = ["--model", str(TABULAR / "model.onnx"), "--variable-file", str(TABULAR / "vars.yaml")]
     run(
-        [sys.executable, "-m", "builder", "--output-dir", str(out), "--force", "--name", "bench"],
+        [sys.executable, "-m", "builder", "--output-dir", str(out), "--force", "--name", name]
+        + (model if tabular else []),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
     )
-    project = out / "bench"
+    project = out / name
     python = venv("service", ["-r", str(project / "requirements.txt")])
     env = {
         "PATH": f"{python.parent}:{os.environ['PATH']}",
@@ -131,13 +141,13 @@ def generated_server(port: int) -> Server:
         "WORKERS": str(WORKERS),
     }
     return Server(
-        "generated web-single",
+        "generated web-single, tabular records" if tabular else "generated web-single",
         [str(project / "run.sh")],
         project,
         env,
         f"http://127.0.0.1:{port}/ready",
         f"http://127.0.0.1:{port}/predict",
-        _rows_body,
+        _records_body if tabular else _rows_body,
     )
 
 
@@ -183,6 +193,10 @@ def mlserver_server(port: int) -> Server:
 
 def _rows_body(rows: list[list[float]]) -> bytes:
     return json.dumps({"data": rows}).encode()
+
+
+def _records_body(rows: list[list[float]]) -> bytes:
+    return json.dumps({"data": (RECORDS * 22)[: len(rows)]}).encode()
 
 
 def _v2_body(rows: list[list[float]]) -> bytes:
@@ -317,6 +331,16 @@ def report(servers: list[Server], results: dict[str, Results]) -> None:
             )
         rounds = ", ".join(f"{m.rps:,.0f}" for m in result.by_rows[1])
         print(f"|  | per round (1 row) | {rounds} | | | | | | |")
+    tabular = results.get("generated web-single, tabular records")
+    if tabular is not None and "generated web-single" in results:
+        print("\n| records (3 named inputs) against rows (1 input), same run | 1 row | 64 rows |")
+        print("|---|---|---|")
+        shares = []
+        for rows in (1, 64):
+            mine = statistics.median(m.rps for m in tabular.by_rows[rows])
+            iris = results["generated web-single"].by_rows[rows]
+            shares.append(f"{100 * mine / statistics.median(m.rps for m in iris):.0f}%")
+        print(f"| tabular req/s as a share of iris req/s | {shares[0]} | {shares[1]} |")
 
 
 def main() -> None:
@@ -326,12 +350,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--skip-mlserver", action="store_true", help="only the generated and bare")
+    parser.add_argument(
+        "--skip-tabular", action="store_true", help="not the tabular pipeline (records) service"
+    )
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
     wrk = ensure_wrk()
     generated = generated_server(18301)
     service_python = Path(generated.env["PATH"].split(":")[0]) / "python"
     servers = [generated]
+    if not args.skip_tabular:
+        servers.append(generated_server(18304, tabular=True))
     if not args.skip_mlserver:
         servers.append(mlserver_server(18302))
     servers.append(bare_server(18303, service_python))
