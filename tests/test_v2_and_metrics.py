@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,8 +52,10 @@ by_pattern = pytest.mark.parametrize("pattern", PATTERNS)
 def http(
     url: str, body: bytes | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
-    """GET (or POST ``body``); the status, the headers (lower-case names) and the raw answer."""
-    request = urllib.request.Request(url, data=body, headers=headers or {})
+    """GET (or POST ``body``, as JSON); the status, the headers (lower-case names), the answer."""
+    # urllib would declare a POSTed body a form, which the services refuse with 415.
+    sent = {"content-type": "application/json", **(headers or {})} if body is not None else headers
+    request = urllib.request.Request(url, data=body, headers=sent or {})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return (
@@ -318,6 +321,39 @@ def test_v2_non_numbers_are_400_over_http(service: Service, literal: bytes) -> N
     )
     assert status == 400, answer
     assert json.loads(answer)["error"]
+
+
+# --------------------------------------------------------------------------- declared bodies
+
+
+def raw_answer(base: str, head: bytes, seconds: float = 5) -> bytes:
+    """Send ``head`` (request line and headers, no body) on a new connection; the first answer."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=seconds) as sock:
+        sock.sendall(head)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+def test_a_body_too_large_to_send_is_413_before_100_continue(service: Service) -> None:
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 50000000\r\nExpect: 100-continue\r\n\r\n"
+    )
+    answer = raw_answer(service.base, head)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_cross_site_simple_request_is_415(service: Service, content_type: str) -> None:
+    body = json.dumps({"data": [[1.0]]}).encode()
+    status, _, answer = http(f"{service.base}/predict", body, {"content-type": content_type})
+    assert status == 415, answer
 
 
 # --------------------------------------------------------------------------- request IDs

@@ -5,12 +5,15 @@ The tests need the ``redis-server`` binary (``tests/redis_server.py``).
 
 from __future__ import annotations
 
+import io
 import os
+import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from redis import Redis
 
 from src.app.config import Settings
@@ -21,6 +24,24 @@ if TYPE_CHECKING:
 
 # Imported by pytest itself, so that its asserts are rewritten like a test module's.
 pytest_plugins = ("tests.redis_server",)
+
+
+def png_with_a_bad_chunk() -> bytes:
+    """A small PNG whose image data is split in two chunks, the second of a malformed type."""
+    image = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(image, format="PNG")
+    data = image.getvalue()
+    start = data.index(b"IDAT") - 4
+    length = int.from_bytes(data[start : start + 4], "big")
+    payload = data[start + 8 : start + 8 + length]
+    half = len(payload) // 2
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + kind + body + crc
+
+    split = chunk(b"IDAT", payload[:half]) + chunk(b"ID\x00T", payload[half:])
+    return data[:start] + split + data[start + 12 + length :]
 
 
 def settings_for(redis_url: str, **overrides: str) -> Settings:

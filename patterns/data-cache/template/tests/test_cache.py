@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import random
+from pathlib import Path
 
 import fsspec
 import numpy as np
 import pytest
+from PIL import Image
 
 from src.app.config import IMAGE_SIDE, SAMPLE_DATA_ID, Settings
 from src.data.cache import CircuitBreaker, decode_tensor, encode_tensor, key_prefix, redacted
@@ -18,7 +21,7 @@ from src.data.store import (
     StoreUnavailableError,
     validate_data_id,
 )
-from src.ml.preprocess import DTYPE, ImageDecodeError, preprocess, tensor_shape
+from src.ml.preprocess import DTYPE, FORMATS, ImageDecodeError, preprocess, tensor_shape
 
 SETTINGS = Settings.from_env()
 
@@ -132,6 +135,40 @@ def test_the_sample_item_preprocesses_to_the_model_input() -> None:
 def test_preprocessing_refuses_what_is_not_an_image() -> None:
     with pytest.raises(ImageDecodeError):
         preprocess(b"GIF89a not really", IMAGE_SIDE)
+
+
+@pytest.mark.parametrize("image_format", FORMATS)
+def test_mutated_images_are_read_or_refused_never_crash(image_format: str) -> None:
+    """Flipped bytes in an image of every accepted format: a tensor or ImageDecodeError, always."""
+    encoded = io.BytesIO()
+    Image.new("L", (16, 16), 200).save(encoded, format=image_format)
+    original = encoded.getvalue()
+    rng = random.Random(f"fuzz-{image_format}")
+    for _ in range(60):
+        mutated = bytearray(original)
+        for _ in range(rng.randint(1, 8)):
+            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        cut = rng.choice([len(mutated), rng.randrange(1, len(mutated))])
+        try:
+            tensor = preprocess(bytes(mutated[:cut]), IMAGE_SIDE)
+        except ImageDecodeError:
+            continue
+        assert tensor.shape == tensor_shape(IMAGE_SIDE)
+
+
+def test_a_link_out_of_a_local_store_is_not_in_it(tmp_path: Path) -> None:
+    store_dir, outside = tmp_path / "store", tmp_path / "secret.png"
+    store_dir.mkdir()
+    outside.write_bytes(b"outside the store")
+    (store_dir / "inside.png").write_bytes(b"inside")
+    (store_dir / "linked.png").symlink_to(outside)
+    (store_dir / "alias.png").symlink_to(store_dir / "inside.png")
+    store = DataStore(str(store_dir), max_item_bytes=1024)
+    with pytest.raises(ItemNotFoundError):
+        store.read("linked.png")
+    assert store.read("alias.png") == b"inside"
+    # fsspec lists a link as neither file nor folder: the warm job never meets one.
+    assert store.ids() == ["inside.png"]
 
 
 def test_any_fsspec_store_works() -> None:

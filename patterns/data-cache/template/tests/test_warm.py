@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fsspec
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
@@ -9,6 +10,7 @@ from redis import Redis
 from src.app.config import SAMPLE_DATA_ID, Settings
 from src.data.store import DataStore
 from src.warm import main
+from tests.conftest import png_with_a_bad_chunk
 from tests.redis_server import RedisServer, free_port
 
 SETTINGS = Settings.from_env()
@@ -38,6 +40,29 @@ def test_warming_everything_makes_every_request_a_hit(
     for data_id in (ITEMS[0], ITEMS[-1], SAMPLE_DATA_ID):
         answer = client.post("/predict", json={"data": data_id}).json()
         assert answer["cache"] == "hit"
+
+
+def test_an_unreadable_item_is_skipped_counted_and_the_rest_cached(
+    monkeypatch: pytest.MonkeyPatch,
+    redis_server: RedisServer,
+    redis_db: Redis,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    memory = fsspec.filesystem("memory")
+    good = DataStore(SETTINGS.data_uri, SETTINGS.max_item_bytes).read(SAMPLE_DATA_ID)
+    memory.pipe("/warm-store/a-good.png", good)
+    memory.pipe("/warm-store/b-bad-chunk.png", png_with_a_bad_chunk())
+    memory.pipe("/warm-store/c-good.png", good)
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("DATA_URI", "memory://warm-store")
+    try:
+        assert main([]) == 1
+    finally:
+        memory.rm("/warm-store", recursive=True)
+    output = capsys.readouterr()
+    assert "b-bad-chunk.png" in output.err
+    assert "cached 2 of 3 items" in output.out
+    assert len(keys(redis_db)) == 2
 
 
 @pytest.mark.usefixtures("warm_env")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import http.server
+import logging
 import os
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from fastapi.testclient import TestClient
 from src.app.config import MODEL_FILE_NAME, PROJECT_ROOT, Settings, SettingsError
 from src.app.main import create_app
 from src.app.provenance import ModelSource
+from src.loader import redact
 from src.ml.classifier import ModelLoadError
 
 MODEL = PROJECT_ROOT / "models" / MODEL_FILE_NAME
@@ -178,6 +180,43 @@ def test_metadata_reports_where_the_model_came_from(client: TestClient) -> None:
     source = ModelSource.from_env(Settings.from_env().model_filepath)
     assert meta["model_uri"] == source.uri
     assert meta["model_sha256"] == source.sha256
+
+
+SECRET_URIS = {
+    "https://alice:hunter2@models.example/m.onnx": "https://***@models.example/m.onnx",
+    "https://bucket.s3.amazonaws.com/m.onnx?X-Amz-Credential=AKIA1%2Fx&X-Amz-Signature=0ddba11": (
+        "https://bucket.s3.amazonaws.com/m.onnx?X-Amz-Credential=***&X-Amz-Signature=***"
+    ),
+    "s3://bucket/m.onnx": "s3://bucket/m.onnx",
+}
+
+
+@pytest.mark.parametrize("uri", SECRET_URIS)
+def test_credentials_in_the_uri_are_never_shown(uri: str) -> None:
+    assert redact(uri) == SECRET_URIS[uri]
+    assert redact(f"retries exhausted: cannot reach {uri!r} (503)") == (
+        f"retries exhausted: cannot reach {SECRET_URIS[uri]!r} (503)"
+    )
+
+
+def test_metadata_and_logs_show_the_uri_without_its_secret(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = f"{MODEL.as_uri()}?X-Amz-Signature=s3cr3t"
+    app = create_app(source=ModelSource(secret, hashlib.sha256(MODEL_BYTES).hexdigest()))
+    with caplog.at_level(logging.INFO), TestClient(app) as own:
+        meta = own.get("/metadata").json()
+    assert meta["model_uri"] == f"{MODEL.as_uri()}?X-Amz-Signature=***"
+    assert "s3cr3t" not in caplog.text
+
+
+def test_the_loaders_messages_carry_no_secret(tmp_path: Path) -> None:
+    secret = "https://alice:hunter2@127.0.0.1:9/m.onnx?sig=s3cr3t"
+    loaded = run_loader(tmp_path / MODEL_FILE_NAME, secret, attempts=1)
+    assert loaded.status != 0
+    assert "hunter2" not in loaded.stdout + loaded.stderr
+    assert "s3cr3t" not in loaded.stdout + loaded.stderr
+    assert "***@127.0.0.1" in loaded.stderr
 
 
 def test_the_server_refuses_a_model_with_another_sha256() -> None:

@@ -19,7 +19,7 @@ from src.app.config import IMAGE_SIDE, MODEL_FILE_NAME, SAMPLE_DATA_ID, Settings
 from src.app.main import create_app
 from src.data.cache import decode_tensor
 from src.ml.preprocess import preprocess, tensor_shape
-from tests.conftest import settings_for
+from tests.conftest import png_with_a_bad_chunk, settings_for
 from tests.redis_server import RedisServer
 
 SETTINGS = Settings.from_env()
@@ -169,12 +169,17 @@ def test_too_large_a_body_is_413(client: TestClient) -> None:
     assert response.status_code == 413
 
 
+# Pillow raises SyntaxError on this one, which is no OSError.
+BAD_CHUNK_PNG = png_with_a_bad_chunk()
+
+
 @pytest.fixture
 def odd_store(redis_server: RedisServer) -> Iterator[TestClient]:
     """The service on an in-memory store (any fsspec URI works) holding items that are no images."""
     memory = fsspec.filesystem("memory")
     memory.pipe("/odd-store/notes.png", b"not an image")
     memory.pipe("/odd-store/huge.png", b"\0" * 2048)
+    memory.pipe("/odd-store/bad-chunk.png", BAD_CHUNK_PNG)
     settings = settings_for(redis_server.url, DATA_URI="memory://odd-store", MAX_ITEM_BYTES="1024")
     try:
         with TestClient(create_app(settings), raise_server_exceptions=False) as odd:
@@ -183,7 +188,7 @@ def odd_store(redis_server: RedisServer) -> Iterator[TestClient]:
         memory.rm("/odd-store", recursive=True)
 
 
-@pytest.mark.parametrize("data_id", ["notes.png", "huge.png"])
+@pytest.mark.parametrize("data_id", ["notes.png", "huge.png", "bad-chunk.png"])
 def test_an_item_that_cannot_be_preprocessed_is_422(odd_store: TestClient, data_id: str) -> None:
     response = predict(odd_store, data_id)
     assert response.status_code == 422, response.text

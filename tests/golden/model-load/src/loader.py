@@ -310,11 +310,22 @@ def _sync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
+# Secrets a model URI may carry: the user:password before the host, and every query value (a
+# presigned URL's X-Amz-Signature, X-Goog-Credential, sig, token, ...).
+USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+QUERY_VALUE = re.compile(r"([?&][^=&\s'\"]+)=[^&\s'\"]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of any URI in it replaced by ``***``: safe to log or show."""
+    return QUERY_VALUE.sub(r"\1=***", USERINFO.sub("***@", text))
+
+
 class _OneLine(logging.Formatter):
-    """The store clients' own log records, one line each, without their tracebacks."""
+    """The store clients' own log records, one line each, without tracebacks or credentials."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"model-loader: {record.name}: {_squeeze(record.getMessage())}"
+        return f"model-loader: {record.name}: {redact(_squeeze(record.getMessage()))}"
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -330,11 +341,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(_OneLine())
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     try:
-        message = load(parse_job(argv, os.environ), lambda line: print(f"model-loader: {line}"))
+        job = parse_job(argv, os.environ)
+        message = load(job, lambda line: print(f"model-loader: {redact(line)}"))
     except LoadError as err:
-        print(f"model-loader: {err}", file=sys.stderr)
+        print(f"model-loader: {redact(str(err))}", file=sys.stderr)
         return err.exit_code
-    print(f"model-loader: {message}")
+    print(f"model-loader: {redact(message)}")
     return 0
 
 

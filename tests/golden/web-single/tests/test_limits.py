@@ -189,3 +189,62 @@ def test_the_fast_paths_reader_refuses_it_at_once_too() -> None:
 
     with pytest.raises(BodyTooLargeError):
         anyio.run(main)
+
+
+# Bodies a web page may POST cross-site without a CORS preflight, and a JSON body not in UTF-8.
+NOT_JSON = [
+    "text/plain",
+    "text/plain; charset=utf-8",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/json; charset=utf-16",
+]
+
+
+@pytest.mark.parametrize("content_type", NOT_JSON)
+@pytest.mark.parametrize("path", ["/predict", V2_INFER])
+def test_a_body_not_declared_as_json_is_415_on_either_path(
+    client: TestClient, path: str, content_type: str
+) -> None:
+    response = client.post(path, content=b"{}", headers={"content-type": content_type})
+    assert response.status_code == 415, response.text
+    key = "error" if path.startswith("/v2/") else "detail"
+    assert "Content-Type" in response.json()[key]
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=UTF-8"])
+def test_json_in_utf8_is_read(client: TestClient, content_type: str) -> None:
+    # An empty list of rows: refused for what it holds (422), not for how it is declared.
+    response = client.post(
+        "/predict", content=b'{"data": []}', headers={"content-type": content_type}
+    )
+    assert response.status_code == 422, response.text
+
+
+def refuse_any_receive() -> Receive:
+    """A receive() that fails the test: the body was asked for."""
+
+    async def receive() -> Message:
+        raise AssertionError("the body was read: the client would have been told 100 Continue")
+
+    return receive
+
+
+def test_a_body_declared_too_large_is_413_before_100_continue() -> None:
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {**SCOPE, "headers": [(b"content-length", b"1000"), (b"expect", b"100-continue")]}
+
+    async def main() -> None:
+        limit = BodySizeLimit(read_everything, max_bytes=15, budget=BodyBudget(limit=1000))
+        with anyio.fail_after(5):
+            await limit(scope, refuse_any_receive(), send)
+        with pytest.raises(BodyTooLargeError), anyio.fail_after(5):
+            await read_body(scope, refuse_any_receive(), 15, BodyBudget(limit=1000))
+
+    anyio.run(main)
+    assert sent[0]["status"] == 413
+    assert (b"connection", b"close") in sent[0]["headers"]

@@ -20,6 +20,7 @@ from fastapi import Depends, Request
 from src.app import config
 from src.app.config import SettingsError
 from src.app.schemas import MetadataResponse
+from src.loader import redact
 from src.ml.classifier import ModelLoadError
 
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -32,6 +33,11 @@ class ModelSource:
 
     uri: str
     sha256: str
+
+    @property
+    def shown_uri(self) -> str:
+        """The URI without its credentials: what /metadata and the logs show."""
+        return redact(self.uri)
 
     @classmethod
     def from_env(

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from src.app import config, errors, metrics
+from src.app import config, docs, errors, metrics
 from src.app.config import Settings, SettingsError
 from src.app.limits import BodyBudget, BodySizeLimit
 from src.app.observe import NO_TELEMETRY, Observe
@@ -100,6 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # FastAPI's OpenTelemetry bridge looks for configured providers on every request, even
         # when there are none: a few microseconds each, so it is on only when asked for.
         telemetry=None if settings.opentelemetry else NO_TELEMETRY,
+        # /docs is served by src.app.docs, with no CDN; ReDoc would need one.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.ready = False
@@ -109,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodySizeLimit, max_bytes=settings.max_body_bytes, budget=app.state.body_budget
     )
     errors.install(app)
+    docs.install(app)
     app.include_router(health.router)
     app.include_router(predict.router)
     app.include_router(v2.router)

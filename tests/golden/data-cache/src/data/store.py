@@ -1,11 +1,13 @@
 """The data store: raw items by ID, from a local folder or any fsspec URI (s3://, gs://, memory://).
 
 An ID is a plain file name directly inside the store. Anything that could reach elsewhere — a path
-separator, "..", an absolute path, a URL scheme — is refused before the store is touched.
+separator, "..", an absolute path, a URL scheme — is refused before the store is touched. In a
+local folder an item that resolves outside it (a symbolic link to elsewhere) is not in the store.
 """
 
 from __future__ import annotations
 
+import os
 import re
 
 import fsspec
@@ -69,6 +71,9 @@ class DataStore:
             # An unknown scheme, or one whose package (s3fs, gcsfs, ...) is not installed.
             raise StoreUnavailableError(f"DATA_URI={uri!r}: {err}") from err
         self._root = root.rstrip("/")
+        # A local folder's real path: where every item must resolve (a link may point anywhere).
+        local = "file" in self._fs.protocol
+        self._real_root = os.path.realpath(self._root) if local else None
         self.max_item_bytes = max_item_bytes
         # One spelling per store (a relative folder becomes file:///abs/path): part of cache keys.
         self.uri: str = self._fs.unstrip_protocol(self._root)
@@ -76,6 +81,8 @@ class DataStore:
     def read(self, data_id: str) -> bytes:
         """The raw bytes of the item ``data_id``."""
         path = f"{self._root}/{validate_data_id(data_id)}"
+        if not self._inside(path):
+            raise ItemNotFoundError(data_id)
         try:
             # One byte more than allowed tells a too large item without reading all of it.
             data = self._fs.cat_file(path, start=0, end=self.max_item_bytes + 1)
@@ -98,4 +105,14 @@ class DataStore:
             for entry in entries
             if entry.get("type") == "file"
         )
-        return sorted(name for name in names if is_valid_data_id(name))
+        return sorted(
+            name
+            for name in names
+            if is_valid_data_id(name) and self._inside(f"{self._root}/{name}")
+        )
+
+    def _inside(self, path: str) -> bool:
+        """Whether ``path`` resolves inside the store (always, for a store that is no folder)."""
+        if self._real_root is None:
+            return True
+        return os.path.realpath(path).startswith(self._real_root + os.sep)

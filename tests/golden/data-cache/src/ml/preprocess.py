@@ -40,7 +40,10 @@ def preprocess(data: bytes, side: int) -> np.ndarray:
                     f"{image.width}x{image.height} pixels is more than {MAX_PIXELS} pixels"
                 )
             gray = image.convert("L").resize((side, side), Image.Resampling.BILINEAR)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        # Pillow's own message names a temporary buffer object: it helps nobody.
+    except ImageDecodeError:
+        raise
+    except Exception:  # malformed bytes make Pillow raise many types
+        # (OSError, SyntaxError for a bad PNG chunk, struct.error, ...); its message names a
+        # temporary buffer object and helps nobody.
         raise ImageDecodeError(f"not an image this service reads ({', '.join(FORMATS)})") from None
     return (np.asarray(gray, dtype=DTYPE) / DTYPE(255.0)).reshape(-1)

@@ -9,6 +9,8 @@ answered 503 with ``Retry-After`` and its connection closed.
 
 from __future__ import annotations
 
+import json
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # A refused body is still read (and dropped) up to this many bytes, so that an ordinary client gets
@@ -17,6 +19,12 @@ DRAIN_LIMIT = 64 * 1024 * 1024
 BUSY = "the service is reading too many request bodies at once; retry shortly"
 # The OpenAPI description of that answer.
 BUSY_DESCRIPTION = "The worker holds too many request bodies at once: retry after Retry-After"
+# What a POST body may be declared as: JSON, or for the V2 binary extension (which says so in its
+# own header) raw bytes after the JSON. Form, multipart and text/plain bodies are what any web page
+# may POST cross-site without a CORS preflight, so they are refused before the body is read.
+JSON_TYPE = b"application/json"
+BINARY_TYPE = b"application/octet-stream"
+UTF8 = (b"utf-8", b"utf8")
 
 
 def surely_too_many_rows(
@@ -35,6 +43,35 @@ def surely_too_many_rows(
     if openers_per_row and body.count(opener) > 1 + max_rows * openers_per_row:
         return f"data: more than {max_rows} rows; at most {max_rows} per request"
     return None
+
+
+def content_type_problem(scope: Scope) -> str | None:
+    """Why a POST's declared Content-Type is refused (415), or None when it may be read.
+
+    No Content-Type at all is accepted: V2 clients such as tritonclient send none, and a browser
+    sends one with every body it POSTs from a string or a form.
+    """
+    if scope["method"] != "POST":
+        return None
+    value = _header(scope, b"content-type")
+    if value is None:
+        return None
+    media, _, parameters = value.partition(b";")
+    media = media.strip().lower()
+    binary = media == BINARY_TYPE and _header(scope, b"inference-header-content-length")
+    if media != JSON_TYPE and not binary:
+        shown = media.decode("latin-1")[:100]
+        return f"Content-Type {shown!r}: expected application/json"
+    for parameter in parameters.split(b";"):
+        name, _, charset = parameter.strip().lower().partition(b"=")
+        if name == b"charset" and charset.strip(b'" ') not in UTF8:
+            return "Content-Type: the body must be UTF-8 (charset=utf-8 or none)"
+    return None
+
+
+async def refuse_content_type(send: Send, scope: Scope, problem: str) -> None:
+    """Answer 415 and close the connection, the body unread."""
+    await _close_with(send, scope, 415, problem)
 
 
 class BodyTooLargeError(Exception):
@@ -78,9 +115,13 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        problem = content_type_problem(scope)
+        if problem is not None:
+            await refuse_content_type(send, scope, problem)
+            return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await _drain(receive, 0 if declared > DRAIN_LIMIT else declared)
+            await _drain(receive, _drain_limit(scope, declared))
             await refuse(send, self.max_bytes, scope)
             return
         started = False
@@ -129,7 +170,7 @@ async def read_body(scope: Scope, receive: Receive, max_bytes: int, budget: Body
     """
     declared = _content_length(scope)
     if declared is not None and declared > max_bytes:
-        await _drain(receive, 0 if declared > DRAIN_LIMIT else declared)
+        await _drain(receive, _drain_limit(scope, declared))
         raise BodyTooLargeError
     chunks: list[bytes] = []
     size = 0
@@ -187,7 +228,7 @@ async def _close_with(
     message: str,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    body = f'{{"{error_key(scope["path"])}":"{message}"}}'.encode()
+    body = json.dumps({error_key(scope["path"]): message}, separators=(",", ":")).encode()
     await send(
         {
             "type": "http.response.start",
@@ -213,11 +254,30 @@ async def _drain(receive: Receive, limit: int) -> None:
             return
 
 
-def _content_length(scope: Scope) -> int | None:
+def _drain_limit(scope: Scope, declared: int) -> int:
+    """How much of a body declared too large to read anyway, so that the client sees the 413.
+
+    Nothing when the client waits for ``100 Continue`` before sending it: the first receive()
+    would tell the server to ask for the body, and the client would send it all.
+    """
+    expect = _header(scope, b"expect")
+    if declared > DRAIN_LIMIT or (expect is not None and expect.lower() == b"100-continue"):
+        return 0
+    return declared
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
-        if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+        if key == name:
+            return bytes(value)
     return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    value = _header(scope, b"content-length")
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None

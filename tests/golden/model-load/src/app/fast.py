@@ -20,7 +20,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from src.app import config
 from src.app.deps import infer, json_body
 from src.app.errors import error_detail, model_refusal
-from src.app.limits import read_or_refuse, surely_too_many_rows
+from src.app.limits import (
+    content_type_problem,
+    read_or_refuse,
+    refuse_content_type,
+    surely_too_many_rows,
+)
 from src.app.observe import mark_route
 from src.app.routers.predict import too_many_rows
 from src.app.schemas import PredictRequest
@@ -56,6 +61,10 @@ class FastRoutes:
             await self.app(scope, receive, send)
             return
         mark_route(scope, scope["path"])
+        problem = content_type_problem(scope)
+        if problem is not None:
+            await refuse_content_type(send, scope, problem)
+            return
         body = await read_or_refuse(
             scope, receive, send, state.settings.max_body_bytes, state.body_budget
         )

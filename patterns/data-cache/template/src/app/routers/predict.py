@@ -16,6 +16,7 @@ router = APIRouter(prefix="/predict", tags=["predict"])
 REFUSALS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorResponse, "description": "No item with this ID in the data store"},
     413: {"model": ErrorResponse, "description": "The body is too large"},
+    415: {"model": ErrorResponse, "description": "The body is not declared as UTF-8 JSON"},
     422: {"model": ErrorResponse, "description": "A malformed ID, or an item that is no image"},
     503: {
         "model": ErrorResponse,

@@ -46,7 +46,7 @@ async def metadata(classifier: ClassifierDep, settings: SettingsDep, source: Sou
             "pattern": config.PATTERN,
             "builder_version": config.BUILDER_VERSION,
             **info,
-            "model_uri": source.uri,
+            "model_uri": source.shown_uri,
             "data_sample": config.DATA_SAMPLE,
             "max_rows": settings.max_rows,
         }

@@ -13,6 +13,7 @@ router = APIRouter(prefix="/predict", tags=["predict"])
 
 REFUSALS: dict[int | str, dict[str, object]] = {
     413: {"model": ErrorResponse, "description": "Too many rows, or the body is too large"},
+    415: {"model": ErrorResponse, "description": "The body is not declared as UTF-8 JSON"},
     422: {"model": ErrorResponse, "description": "The input does not fit the model"},
     503: {"model": ErrorResponse, "description": BUSY_DESCRIPTION},
 }

@@ -39,6 +39,7 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
     **NOT_FOUND,
     400: {"model": ErrorResponse, "description": "The request does not fit the model"},
     413: {"model": ErrorResponse, "description": "Too many rows, or the body is too large"},
+    415: {"model": ErrorResponse, "description": "The body is not declared as JSON"},
     503: {"model": ErrorResponse, "description": BUSY_DESCRIPTION},
 }
 
