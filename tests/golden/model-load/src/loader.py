@@ -9,8 +9,15 @@ fetched again. Options of a store's client come from fsspec's ``FSSPEC_<PROTOCOL
 variables (``FSSPEC_S3_ENDPOINT_URL`` for an S3-compatible store) or the client's own ones
 (``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``).
 
+Bounded in size and time: a model larger than LOADER_MAX_BYTES (default the volume's sizeLimit)
+is refused, before it is read when the store declares its size, else as soon as it grows past it;
+a larger model than the volume has free space is refused too. Each attempt waits at most
+LOADER_CONNECT_TIMEOUT_SECONDS to connect and LOADER_READ_TIMEOUT_SECONDS for each read (HTTP and
+S3), and stops after LOADER_TIMEOUT_SECONDS in all. Credentials in MODEL_URI are never printed.
+
 Exit status: 0 loaded or already in place, 2 bad settings, 3 not found, 4 checksum mismatch,
-5 access refused, 6 retries exhausted, 143 stopped by SIGTERM. A failure is one line on stderr and
+5 access refused, 6 retries exhausted, 7 too large for its cap or its volume, 143 stopped by
+SIGTERM. A failure is one line on stderr and
 leaves no partial file.
 """
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
 import importlib
 import logging
@@ -25,6 +33,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -50,6 +59,20 @@ CLIENTS = {
 }
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 CHUNK_BYTES = 1 << 20
+# Kubernetes quantities, for the default size cap (the volume's sizeLimit).
+QUANTITY = re.compile(r"(\d+)(Ki|Mi|Gi|Ti|K|M|G|T)?")
+UNITS = {
+    None: 1,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+VOLUME_SIZE_LIMIT = "1Gi"
 MAX_DELAY_SECONDS = 60.0
 # Errors of the stores' clients that no retry can fix, and those that mean the transfer was cut.
 REFUSED = ("botocore.exceptions:NoCredentialsError", "google.auth.exceptions:GoogleAuthError")
@@ -97,6 +120,12 @@ class TransferError(LoadError):
     exit_code = 6
 
 
+class TooLargeError(LoadError):
+    """The model is larger than LOADER_MAX_BYTES, or than the free space of its volume."""
+
+    exit_code = 7
+
+
 class RetryableError(Exception):
     """One attempt failed in a way another attempt may not."""
 
@@ -110,6 +139,10 @@ class Job:
     target: Path
     attempts: int
     backoff_seconds: float
+    max_bytes: int = 2**30
+    connect_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 30.0
+    timeout_seconds: float = 600.0
 
 
 def parse_job(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Job:
@@ -125,6 +158,10 @@ def parse_job(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Job:
     option("--output", default=environ.get("MODEL_FILEPATH") or str(default_target))
     option("--attempts", default=environ.get("LOADER_ATTEMPTS", "5"), help="LOADER_ATTEMPTS")
     option("--backoff", default=environ.get("LOADER_BACKOFF_SECONDS", "1"), help="first wait (s)")
+    option("--max-bytes", default=environ.get("LOADER_MAX_BYTES", VOLUME_SIZE_LIMIT))
+    option("--connect-timeout", default=environ.get("LOADER_CONNECT_TIMEOUT_SECONDS", "10"))
+    option("--read-timeout", default=environ.get("LOADER_READ_TIMEOUT_SECONDS", "30"))
+    option("--timeout", default=environ.get("LOADER_TIMEOUT_SECONDS", "600"))
     args = parser.parse_args(argv)
     return Job(
         uri=_uri(args.uri.strip()),
@@ -132,6 +169,12 @@ def parse_job(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Job:
         target=Path(args.output),
         attempts=_count("LOADER_ATTEMPTS", args.attempts),
         backoff_seconds=_seconds("LOADER_BACKOFF_SECONDS", args.backoff),
+        max_bytes=_bytes("LOADER_MAX_BYTES", args.max_bytes),
+        connect_timeout_seconds=_positive_seconds(
+            "LOADER_CONNECT_TIMEOUT_SECONDS", args.connect_timeout
+        ),
+        read_timeout_seconds=_positive_seconds("LOADER_READ_TIMEOUT_SECONDS", args.read_timeout),
+        timeout_seconds=_positive_seconds("LOADER_TIMEOUT_SECONDS", args.timeout),
     )
 
 
@@ -173,6 +216,20 @@ def _seconds(name: str, raw: str) -> float:
     return value
 
 
+def _bytes(name: str, raw: str) -> int:
+    match = QUANTITY.fullmatch(raw.strip())
+    if match is None or int(match[1]) < 1:
+        raise SettingsError(f"{name}={raw!r}: expected a size such as 1073741824 or 1Gi")
+    return int(match[1]) * UNITS[match[2]]
+
+
+def _positive_seconds(name: str, raw: str) -> float:
+    value = _seconds(name, raw)
+    if value == 0:
+        raise SettingsError(f"{name}={raw!r}: expected a number of seconds above 0")
+    return value
+
+
 def load(job: Job, say: Callable[[str], None]) -> str:
     """Put the model at ``job.target``; what was done, in one line."""
     job.target.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +238,7 @@ def load(job: Job, say: Callable[[str], None]) -> str:
         stale.unlink(missing_ok=True)
     if job.target.is_file() and file_sha256(job.target) == job.sha256:
         return f"{job.target} is already in place (sha256 {job.sha256}); not fetched again"
-    store, path = open_store(job.uri)
+    store, path = open_store(job)
     part = fetch(job, store, path, say)
     try:
         digest = file_sha256(part)
@@ -197,13 +254,14 @@ def load(job: Job, say: Callable[[str], None]) -> str:
     return f"loaded {job.uri} into {job.target} (sha256 {job.sha256} verified)"
 
 
-def open_store(uri: str) -> tuple[Any, str]:
-    """The fsspec filesystem for ``uri`` and the path on it."""
+def open_store(job: Job) -> tuple[Any, str]:
+    """The fsspec filesystem for the job's URI, with its timeouts, and the path on it."""
+    uri = job.uri
     scheme = uri.partition("://")[0].lower()
     try:
         import fsspec
 
-        store, path = fsspec.core.url_to_fs(uri)
+        store, path = fsspec.core.url_to_fs(uri, **_client_options(scheme, job))
     except ImportError as err:
         raise SettingsError(
             f"{scheme}:// needs {CLIENTS[scheme]} (pip install -r requirements-loader.txt): {err}"
@@ -213,6 +271,25 @@ def open_store(uri: str) -> tuple[Any, str]:
     if scheme == "file" and Path(path).is_dir():
         raise SettingsError(f"MODEL_URI={uri!r} names a folder, not the model file")
     return store, path
+
+
+def _client_options(scheme: str, job: Job) -> dict[str, Any]:
+    """Connect and read timeouts in the store client's terms (HTTP: aiohttp, S3: botocore)."""
+    if scheme in ("http", "https"):
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=job.connect_timeout_seconds, sock_read=job.read_timeout_seconds
+        )
+        return {"client_kwargs": {"timeout": timeout}}
+    if scheme == "s3":
+        return {
+            "config_kwargs": {
+                "connect_timeout": job.connect_timeout_seconds,
+                "read_timeout": job.read_timeout_seconds,
+            }
+        }
+    return {}
 
 
 def fetch(job: Job, store: Any, path: str, say: Callable[[str], None]) -> Path:
@@ -225,7 +302,7 @@ def fetch(job: Job, store: Any, path: str, say: Callable[[str], None]) -> Path:
         os.close(handle)
         part = Path(name)
         try:
-            _copy(store, path, part, job.uri)
+            _copy(store, path, part, job)
             return part
         except RetryableError as err:
             part.unlink(missing_ok=True)
@@ -242,19 +319,70 @@ def fetch(job: Job, store: Any, path: str, say: Callable[[str], None]) -> Path:
             raise
 
 
-def _copy(store: Any, path: str, part: Path, uri: str) -> None:
-    """One attempt; a store client's error becomes a LoadError, or a RetryableError."""
+def _copy(store: Any, path: str, part: Path, job: Job) -> None:
+    """One attempt, within the size cap and the time limit.
+
+    A store client's error becomes a LoadError, or a RetryableError.
+    """
+    import fsspec.callbacks
+
+    class Guard(fsspec.callbacks.Callback):  # type: ignore[misc]
+        """Told the size and every chunk by the store's client: stops what goes too far."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.received = 0
+            self.deadline = time.monotonic() + job.timeout_seconds
+
+        def set_size(self, size: int | None) -> None:
+            _check_room(size if isinstance(size, int) else None, job, part.parent)
+
+        def relative_update(self, inc: int = 1) -> None:
+            self.received += inc
+            if self.received > job.max_bytes:
+                raise TooLargeError(_too_large(job, f"more than {self.received} bytes"))
+            if time.monotonic() > self.deadline:
+                raise RetryableError(f"not done after {job.timeout_seconds:g} s")
+
     try:
-        store.get_file(path, str(part))
+        _check_room(_declared_size(store, path), job, part.parent)
+        store.get_file(path, str(part), callback=Guard())
+    except (LoadError, RetryableError):
+        raise
     # The stores' clients raise many unrelated types; each is sorted out below.
     except Exception as err:
         received = part.stat().st_size if part.exists() else 0
-        raise _classify(err, uri, received) from err
+        raise _classify(err, job.uri, received) from err
+
+
+def _declared_size(store: Any, path: str) -> int | None:
+    """The size a local store declares for the model; others tell it as they send it."""
+    if "file" not in store.protocol:
+        return None
+    size = store.info(path).get("size")
+    return size if isinstance(size, int) else None
+
+
+def _check_room(size: int | None, job: Job, folder: Path) -> None:
+    """TooLargeError before anything is read, when the declared size cannot fit."""
+    if size is None:
+        return
+    if size > job.max_bytes:
+        raise TooLargeError(_too_large(job, f"{size} bytes"))
+    free = shutil.disk_usage(folder).free
+    if size > free:
+        raise TooLargeError(f"the model is {size} bytes; {folder} has {free} bytes free")
+
+
+def _too_large(job: Job, size: str) -> str:
+    return f"the model is {size}, over LOADER_MAX_BYTES ({job.max_bytes}): not loaded"
 
 
 def _classify(err: Exception, uri: str, received: int) -> Exception:
     # aiohttp names an HTTP status "status", the Google clients "code".
     status = getattr(err, "status", None) or getattr(err, "code", None)
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return TooLargeError(f"the volume filled up after {received} bytes: {_one_line(err)}")
     if isinstance(err, FileNotFoundError) or status == 404:
         return NotFoundError(f"not found: {uri}")
     refused_status = isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)

@@ -3,6 +3,7 @@ server's own check of the model it is given."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import http.server
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,8 +45,10 @@ class Loaded:
         return sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
 
 
-def run_loader(target: Path, uri: str, sha256: str = SHA256, attempts: int = 3) -> Loaded:
-    """``python -m src.loader`` with its settings in the environment."""
+def run_loader(
+    target: Path, uri: str, sha256: str = SHA256, attempts: int = 3, **settings: str
+) -> Loaded:
+    """``python -m src.loader`` with its settings (and other ``LOADER_*``) in the environment."""
     env = {
         **os.environ,
         "MODEL_URI": uri,
@@ -52,6 +56,7 @@ def run_loader(target: Path, uri: str, sha256: str = SHA256, attempts: int = 3) 
         "MODEL_FILEPATH": str(target),
         "LOADER_ATTEMPTS": str(attempts),
         "LOADER_BACKOFF_SECONDS": "0.01",
+        **settings,
     }
     result = subprocess.run(
         [sys.executable, "-m", "src.loader"],
@@ -69,6 +74,28 @@ class _Store(http.server.BaseHTTPRequestHandler):
     """A model store over HTTP: the model at /<file name>, 404 for anything else."""
 
     def do_GET(self) -> None:
+        if self.path == "/endless.onnx":
+            self.send_response(200)
+            self.end_headers()
+            with contextlib.suppress(OSError):  # the loader hangs up once it has had enough
+                while True:
+                    self.wfile.write(b"\0" * 65536)
+            return
+        if self.path == "/declared-huge.onnx":
+            self.send_response(200)
+            self.send_header("Content-Length", str(2**41))
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                self.wfile.write(b"\0" * 65536)
+            return
+        if self.path == "/stalls.onnx":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(MODEL_BYTES)))
+            self.end_headers()
+            self.wfile.write(MODEL_BYTES[:100])
+            self.wfile.flush()
+            time.sleep(10)
+            return
         if self.path != f"/{MODEL_FILE_NAME}":
             self.send_error(404)
             return
@@ -107,6 +134,58 @@ def test_loads_over_http(tmp_path: Path, store: str) -> None:
     assert loaded.status == 0, loaded.stderr
     assert loaded.target.read_bytes() == MODEL_BYTES
     assert loaded.left_behind() == [MODEL_FILE_NAME]
+
+
+def test_an_endless_stream_stops_at_the_size_cap(tmp_path: Path, store: str) -> None:
+    began = time.monotonic()
+    loaded = run_loader(tmp_path / MODEL_FILE_NAME, f"{store}/endless.onnx", LOADER_MAX_BYTES="2Mi")
+    assert loaded.status == 7, loaded.stderr
+    assert "LOADER_MAX_BYTES (2097152)" in loaded.stderr
+    assert loaded.left_behind() == []
+    assert time.monotonic() - began < 30
+
+
+def test_a_declared_size_over_the_cap_is_refused_before_reading(tmp_path: Path, store: str) -> None:
+    loaded = run_loader(tmp_path / MODEL_FILE_NAME, f"{store}/declared-huge.onnx")
+    assert loaded.status == 7, loaded.stderr
+    assert f"{2**41} bytes" in loaded.stderr
+    assert loaded.left_behind() == []
+
+
+def test_a_local_file_over_the_cap_is_not_copied(tmp_path: Path) -> None:
+    loaded = run_loader(tmp_path / MODEL_FILE_NAME, MODEL.as_uri(), LOADER_MAX_BYTES="100")
+    assert loaded.status == 7, loaded.stderr
+    assert f"{len(MODEL_BYTES)} bytes" in loaded.stderr
+    assert loaded.left_behind() == []
+
+
+def test_a_store_that_stalls_mid_body_times_out_and_is_retried(tmp_path: Path, store: str) -> None:
+    began = time.monotonic()
+    loaded = run_loader(
+        tmp_path / MODEL_FILE_NAME,
+        f"{store}/stalls.onnx",
+        attempts=2,
+        LOADER_READ_TIMEOUT_SECONDS="1",
+    )
+    assert loaded.status == 6, loaded.stderr
+    assert "attempt 1/2 failed" in loaded.stdout
+    assert loaded.left_behind() == []
+    assert time.monotonic() - began < 8
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LOADER_MAX_BYTES", "lots"),
+        ("LOADER_MAX_BYTES", "0"),
+        ("LOADER_READ_TIMEOUT_SECONDS", "0"),
+        ("LOADER_TIMEOUT_SECONDS", "-1"),
+    ],
+)
+def test_bad_limits_are_settings_errors(tmp_path: Path, name: str, value: str) -> None:
+    loaded = run_loader(tmp_path / MODEL_FILE_NAME, MODEL.as_uri(), **{name: value})
+    assert loaded.status == 2
+    assert name in loaded.stderr
 
 
 def test_a_model_in_place_is_not_fetched_again(tmp_path: Path) -> None:
