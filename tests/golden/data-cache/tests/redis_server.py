@@ -26,11 +26,16 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A redis-server on 127.0.0.1 without persistence, evicting as the deployment's does."""
+    """A redis-server on 127.0.0.1, evicting as the deployment's does.
 
-    def __init__(self, folder: Path) -> None:
+    Without persistence, or ``durable`` as deployed for a queue: an append-only file in
+    ``folder``, synced every second, read again when the server starts again.
+    """
+
+    def __init__(self, folder: Path, durable: bool = False) -> None:
         self.port = free_port()
         self.folder = folder
+        self.durable = durable
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -44,7 +49,11 @@ class RedisServer:
         if binary is None:
             pytest.fail("the tests need redis-server on PATH (apt-get install redis-server)")
         command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        command += ["--appendonly", "no", "--dir", str(self.folder)]
+        if self.durable:
+            command += ["--appendonly", "yes", "--appendfsync", "everysec"]
+        else:
+            command += ["--appendonly", "no"]
+        command += ["--dir", str(self.folder)]
         command += ["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"]
         with (self.folder / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -54,6 +63,13 @@ class RedisServer:
                 return
             time.sleep(0.05)
         pytest.fail(f"redis-server did not listen on port {self.port}: see {self.folder}")
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash or an evicted pod would: it writes nothing more."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
 
     def stop(self) -> None:
         """Stop the server, as an outage would."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from fastapi.testclient import TestClient
 from src.app.config import DATA_SAMPLE
 from src.jobs.store import STREAM
 from tests.conftest import WorkerProcess, serve
-from tests.redis_server import free_port
+from tests.redis_server import RedisServer, free_port
 
 UNKNOWN_ID = "0123456789abcdef0123456789abcdef"
 
@@ -134,3 +135,28 @@ def test_openapi_documents_the_job_api(client: TestClient) -> None:
     assert {"job_id", "prediction", "queued", "detail"} <= set(predict["properties"])
     statuses = schema["components"]["schemas"]["JobResponse"]["properties"]["status"]["enum"]
     assert statuses == ["queued", "running", "done", "failed"]
+
+
+def test_acknowledged_jobs_survive_redis_being_killed(
+    tmp_path: Path, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    # Redis as deployed: an append-only file, synced every second. A SIGKILL loses nothing it
+    # acknowledged (the file was written before the answer); only a crash of the machine may
+    # lose the last second, which no test here can stage.
+    server = RedisServer(tmp_path, durable=True)
+    server.start()
+    try:
+        with serve(server.url, FAST_PATH="true") as client:
+            body = {"data": DATA_SAMPLE}
+            answers = [client.post("/predict", json=body).json() for _ in range(300)]
+            acknowledged = [answer["job_id"] for answer in answers if answer["queued"]]
+            assert len(acknowledged) == 300
+            server.kill()
+            server.start()
+            worker = start_worker(server.url)
+            jobs = [poll(client, job_id, seconds=60) for job_id in acknowledged]
+    finally:
+        server.stop()
+    assert [job["status"] for job in jobs] == ["done"] * len(acknowledged)
+    assert all(job["attempts"] == 1 for job in jobs)
+    assert "failed" not in worker.output()
