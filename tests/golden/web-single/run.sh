@@ -26,7 +26,7 @@ export PROMETHEUS_MULTIPROC_DIR
 # exec: gunicorn becomes PID 1 in a container and receives SIGTERM for a graceful shutdown.
 exec "${PYTHON:-python3}" -m gunicorn 'src.app.main:create_app()' \
     --config python:src.gunicorn_conf \
-    --worker-class uvicorn_worker.UvicornWorker \
+    --worker-class src.http_guard.Worker \
     --bind "${HOST}:${PORT}" \
     --workers "${WORKERS}" \
     --timeout "${TIMEOUT}" \
