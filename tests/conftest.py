@@ -41,6 +41,18 @@ def run_builder(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Compl
     )
 
 
+def own_tests(python: Path, project: Path) -> subprocess.CompletedProcess[str]:
+    """A generated project's own test suite, run by ``python`` with warnings as errors."""
+    return subprocess.run(
+        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from conftest import own_tests
 from onnx import TensorProto, helper, numpy_helper
 
 from builder_core import build
@@ -134,21 +134,5 @@ def test_the_generated_service_passes_its_own_tests(
 ) -> None:
     model, labels = write_model(tmp_path, classes=4, row_shape=row_shape)
     target = build(name="churn", model=model, labels=labels, output_dir=tmp_path / "out").target
-    result = subprocess.run(
-        [
-            str(service_python(target)),
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-W",
-            "error",
-        ],
-        cwd=target,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = own_tests(service_python(target), target)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import free_port, own_tests
 
 from builder_core import pattern_names
 from builder_core.patterns import load_pattern
@@ -122,23 +122,7 @@ def test_the_projects_own_tests_pass(
     service_python: Callable[[Path], Path],
 ) -> None:
     project = generated_project(pattern)
-    result = subprocess.run(
-        [
-            str(service_python(project)),
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-W",
-            "error",
-        ],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = own_tests(service_python(project), project)
     assert result.returncode == 0, result.stdout + result.stderr
     assert " passed" in result.stdout
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 import yaml
-from conftest import REPO
+from conftest import REPO, own_tests
 from live import Stack, call, running
 
 from builder_core import build
@@ -98,23 +98,7 @@ def test_the_generated_project_passes_its_own_tests(
     projects: dict[str, Path], service_python: Callable[[Path], Path], name: str
 ) -> None:
     project = projects[name]
-    result = subprocess.run(
-        [
-            str(service_python(project)),
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-W",
-            "error",
-        ],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    result = own_tests(service_python(project), project)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
@@ -139,23 +123,7 @@ def test_other_patterns_serve_them_too(
         variable_file=folder / "vars.yaml",
         output_dir=tmp_path,
     ).target
-    result = subprocess.run(
-        [
-            str(service_python(project)),
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-W",
-            "error",
-        ],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    result = own_tests(service_python(project), project)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
