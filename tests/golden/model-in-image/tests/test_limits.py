@@ -221,6 +221,18 @@ def test_json_in_utf8_is_read(client: TestClient, content_type: str) -> None:
     assert response.status_code == 422, response.text
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+@pytest.mark.parametrize("path", ["/predict", V2_INFER])
+def test_json_in_another_encoding_is_415_on_either_path(
+    client: TestClient, path: str, encoding: str
+) -> None:
+    body = '{"data": []}'.encode(encoding)
+    response = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 415, response.text
+    key = "error" if path.startswith("/v2/") else "detail"
+    assert "UTF-8" in response.json()[key]
+
+
 def refuse_any_receive() -> Receive:
     """A receive() that fails the test: the body was asked for."""
 

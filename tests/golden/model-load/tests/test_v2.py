@@ -289,7 +289,7 @@ def test_non_finite_numbers_are_400(client: TestClient, literal: str) -> None:
     assert response.status_code == 400, response.text
 
 
-@pytest.mark.parametrize("body", [b"", b"{", b"\xff\xfe", b'{"inputs": ' + b"[" * 5000])
+@pytest.mark.parametrize("body", [b"", b"{", b"\xff", b'{"inputs": ' + b"[" * 5000])
 def test_undecodable_bodies_are_400(client: TestClient, body: bytes) -> None:
     response = client.post(f"{MODEL}/infer", content=body)
     assert response.status_code == 400

@@ -69,6 +69,19 @@ def content_type_problem(scope: Scope) -> str | None:
     return None
 
 
+# Why a body in UTF-16 or UTF-32 is refused; FastAPI's JSON parser would read it, pydantic's not.
+NOT_UTF8 = "the body must be UTF-8 JSON"
+
+
+def not_utf8(first: bytes) -> bool:
+    """Whether a body's first bytes show UTF-16 or UTF-32: a NUL byte, or their byte-order mark.
+
+    UTF-8 JSON has neither: a NUL inside a string is written as an escape.
+    """
+    head = first[:4]
+    return b"\x00" in head or head.startswith((b"\xff\xfe", b"\xfe\xff"))
+
+
 async def refuse_content_type(send: Send, scope: Scope, problem: str) -> None:
     """Answer 415 and close the connection, the body unread."""
     await _close_with(send, scope, 415, problem)
@@ -76,6 +89,10 @@ async def refuse_content_type(send: Send, scope: Scope, problem: str) -> None:
 
 class BodyTooLargeError(Exception):
     """The body grew past the limit while it was being read."""
+
+
+class NotUtf8Error(Exception):
+    """The body is JSON in another encoding than UTF-8."""
 
 
 class BodiesInFlightError(Exception):
@@ -135,6 +152,8 @@ class BodySizeLimit:
             message = await receive()
             finished = message["type"] != "http.request" or not message.get("more_body", False)
             size = len(message.get("body", b""))
+            if seen == 0 and not_utf8(message.get("body", b"")):
+                raise NotUtf8Error
             if seen + size > self.max_bytes:
                 raise BodyTooLargeError
             self.budget.take(size, seen)
@@ -158,6 +177,10 @@ class BodySizeLimit:
             if started:
                 raise
             await refuse_busy(send, scope)
+        except NotUtf8Error:
+            if started:
+                raise
+            await refuse_content_type(send, scope, NOT_UTF8)
         finally:
             self.budget.give_back(seen)
 

@@ -12,7 +12,14 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from src.app.deps import json_response
-from src.app.limits import BUSY, BodiesInFlightError, BodyTooLargeError, error_key
+from src.app.limits import (
+    BUSY,
+    NOT_UTF8,
+    BodiesInFlightError,
+    BodyTooLargeError,
+    NotUtf8Error,
+    error_key,
+)
 from src.ml.classifier import ModelInputError
 
 logger = logging.getLogger(__name__)
@@ -49,10 +56,10 @@ async def undecodable_body(request: Request, exc: Exception) -> Response:
     """413, 503 or 422 for a body FastAPI could not read; other HTTP errors as FastAPI would.
 
     FastAPI answers 400, raised from the error, when reading the body fails: the size limit or
-    the worker's body budget hit while a body streams in (BodySizeLimit raises inside FastAPI's
-    read), or bytes that are no JSON text (not UTF-8, nesting too deep for the parser).
-    Elsewhere, the fast path included, those are a 413, a 503 and a 422, and 400 is not in the
-    OpenAPI schema.
+    the worker's body budget hit while a body streams in, or a body in UTF-16 or UTF-32
+    (BodySizeLimit raises inside FastAPI's read), or bytes that are no JSON text (nesting too
+    deep for the parser). Elsewhere, the fast path included, those are a 413, a 503, a 415 and a
+    422, and 400 is not in the OpenAPI schema.
     """
     if not isinstance(exc, HTTPException):
         raise exc
@@ -60,6 +67,8 @@ async def undecodable_body(request: Request, exc: Exception) -> Response:
     if exc.status_code == 400 and isinstance(exc.__cause__, BodyTooLargeError):
         limit = request.app.state.settings.max_body_bytes
         return json_response({key: f"request body exceeds {limit} bytes"}, status_code=413)
+    if exc.status_code == 400 and isinstance(exc.__cause__, NotUtf8Error):
+        return json_response({key: NOT_UTF8}, status_code=415)
     if exc.status_code == 400 and isinstance(exc.__cause__, BodiesInFlightError):
         answer = json_response({key: BUSY}, status_code=503)
         answer.headers.update({"retry-after": "1", "connection": "close"})

@@ -21,7 +21,9 @@ from src.app import config
 from src.app.deps import infer, json_body
 from src.app.errors import error_detail, model_refusal
 from src.app.limits import (
+    NOT_UTF8,
     content_type_problem,
+    not_utf8,
     read_or_refuse,
     refuse_content_type,
     surely_too_many_rows,
@@ -80,6 +82,8 @@ class FastRoutes:
 
 async def answer(state: Any, route: Route, body: bytes) -> tuple[int, bytes]:
     """Validate ``body`` as FastAPI would, then let ``route`` answer for its rows."""
+    if not_utf8(body):
+        return 415, json_body({"detail": NOT_UTF8})
     refusal = surely_too_many_rows(
         body, state.settings.max_rows, config.OPENERS_PER_ROW, config.ROW_OPENER
     )
