@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages the test suite uses for real: curl, and a Redis server for the Redis-backed
-# patterns. Installs what is missing when run as root; otherwise says what to install.
+# Debian packages the test suite uses for real: curl, a Redis server for the Redis-backed
+# patterns, and headless Chromium to render a service's /docs. Installs what is missing when run
+# as root; otherwise says what to install.
 set -euo pipefail
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium-headless-shell >/dev/null 2>&1 || missing+=(chromium-headless-shell)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
     echo "system-deps: please install: ${missing[*]} (e.g. sudo apt-get install ${missing[*]})" >&2
