@@ -6,6 +6,7 @@ Against a real web-single service (gunicorn, its uvicorn workers with ``src.http
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -118,3 +119,54 @@ def test_a_kept_alive_connection_gets_the_same_limits(stack: Stack) -> None:
         assert answer.startswith(b"HTTP/1.1 200")
         sock.sendall(second)
         assert sock.recv(4096).startswith(b"HTTP/1.1 431")
+
+
+@pytest.fixture(scope="module")
+def one_worker(
+    generated_project: Callable[[str], Path],
+    service_python: Callable[[Path], Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """One worker (so that every connection draws on one budget) of 20,000 request bytes."""
+    project = generated_project("web-single")
+    info = load_pattern("web-single").info
+    folder = tmp_path_factory.mktemp("head-budget")
+    env = {"WORKERS": "1", "MAX_BODY_BYTES_IN_FLIGHT": "20000", "MAX_HEADER_BYTES": "8192"}
+    with running(project, service_python(project), info, folder, env=env) as started:
+        yield started
+
+
+def answer_within(sock: socket.socket, seconds: float) -> bytes:
+    """The first bytes the server sent on ``sock`` within ``seconds`` (nothing: b"")."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(4096)
+    except TimeoutError:
+        return b""
+
+
+def test_unfinished_heads_draw_on_the_workers_memory_budget(one_worker: Stack) -> None:
+    host, port = one_worker.base.removeprefix("http://").split(":")
+    # 6,000 bytes of a head that does not end: three fit in 20,000 bytes, a fourth does not.
+    unfinished = b"GET /health HTTP/1.1\r\nHost: t\r\nX-Pad: " + b"a" * 6000
+    with contextlib.ExitStack() as held:
+        socks = []
+        for _ in range(6):
+            sock = held.enter_context(socket.create_connection((host, int(port)), timeout=10))
+            sock.sendall(unfinished)
+            time.sleep(0.05)
+            socks.append(sock)
+        answers = [answer_within(sock, 0.3) for sock in socks]
+        assert answers[:3] == [b"", b"", b""]
+        for answer in answers[3:]:
+            assert answer.startswith(b"HTTP/1.1 503"), answer
+            assert b"retry-after: 1" in answer
+        # A request whose head arrives whole is never held, so it still gets through.
+        assert call(f"{one_worker.base}/health")[0] == 200
+    # The heads of closed connections are given back: a new one is held again.
+    time.sleep(0.2)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(unfinished)
+        assert answer_within(sock, 0.3) == b""
+        sock.sendall(b"\r\n\r\n")
+        assert answer_within(sock, 5).startswith(b"HTTP/1.1 200")

@@ -9,6 +9,11 @@ so a client may not take as long as it likes, nor send as much head as it likes:
   that never comes, or trickles). Later: ``408`` if nothing was answered yet, and closed.
 - ``MAX_HEADER_BYTES`` (65536): the request line and headers together. More: ``431``, closed.
 
+The bytes of heads still arriving are held by the worker, so they draw on the same per-worker
+budget as request bodies (``MAX_BODY_BYTES_IN_FLIGHT``, handed over by the application's lifespan):
+many unfinished heads cannot add up past it. A head that would is answered ``503`` with
+``Retry-After: 1`` and closed; one arriving in a single read (any ordinary request) is never held.
+
 run.sh starts gunicorn with :class:`Worker`, uvicorn's worker with :class:`GuardedHttpTools` as
 its HTTP protocol (uvicorn's own httptools protocol, plus the three checks above).
 """
@@ -21,6 +26,8 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
+
+from src.app.limits import BUDGET_STATE_KEY, BodiesInFlightError, BodyBudget
 
 
 def _setting(name: str, default: float) -> float:
@@ -52,6 +59,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         # of the head's parts (a whole head that arrived in one read).
         self._head_bytes = 0
         self._head_parsed = 0
+        # What this connection's unfinished head holds of the worker's budget.
+        self._head_held = 0
         self._refused = False
         self._timer: asyncio.TimerHandle | None = None
 
@@ -61,6 +70,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._release_head()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -73,12 +83,15 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEADER_BYTES:
                 self._refuse(431, f"request head over {MAX_HEADER_BYTES} bytes")
+            else:
+                self._hold_head(len(data))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = 0
         self._head_parsed = 0
+        self._release_head()
         if self._timer is None:
             self._arm(HEADER_TIMEOUT_SECONDS, 408, "request head not received in time")
 
@@ -93,6 +106,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm()
+        self._release_head()
         if self._head_parsed > MAX_HEADER_BYTES:
             self._refuse(431, f"request head over {MAX_HEADER_BYTES} bytes")
             return
@@ -115,6 +129,23 @@ class GuardedHttpTools(HttpToolsProtocol):
                 return True
         return False
 
+    def _hold_head(self, size: int) -> None:
+        budget = self.app_state.get(BUDGET_STATE_KEY)
+        if not isinstance(budget, BodyBudget):
+            return
+        try:
+            budget.take(size, own=self._head_held)
+        except BodiesInFlightError:
+            self._refuse(503, "the service is holding too many unfinished requests; retry shortly")
+            return
+        self._head_held += size
+
+    def _release_head(self) -> None:
+        budget = self.app_state.get(BUDGET_STATE_KEY)
+        if self._head_held and isinstance(budget, BodyBudget):
+            budget.give_back(self._head_held)
+        self._head_held = 0
+
     def _arm(self, seconds: float, status: int, reason: str) -> None:
         self._disarm()
         self._timer = self.loop.call_later(seconds, self._refuse, status, reason)
@@ -128,6 +159,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         """Answer ``status`` unless an answer is being sent, then close the connection."""
         self._timer = None
         self._refused = True
+        self._release_head()
         if self.transport.is_closing():
             return
         cycle = self.cycle
@@ -136,15 +168,20 @@ class GuardedHttpTools(HttpToolsProtocol):
         answering = cycle is not None and cycle.response_started and not cycle.response_complete
         if not answering:
             body = f'{{"detail":"{reason}"}}'.encode()
+            retry = b"retry-after: 1\r\n" if status == 503 else b""
             self.transport.write(
                 b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
-                b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-                % (status, REASONS[status], len(body), body)
+                b"content-length: %d\r\n%sconnection: close\r\n\r\n%s"
+                % (status, REASONS[status], len(body), retry, body)
             )
         self.transport.close()
 
 
-REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+REASONS = {
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
 
 
 class Worker(UvicornWorker):  # type: ignore[misc]

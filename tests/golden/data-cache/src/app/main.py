@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from src.app import config, docs, errors, metrics
 from src.app.config import Settings, SettingsError
-from src.app.limits import BodyBudget, BodySizeLimit
+from src.app.limits import BUDGET_STATE_KEY, BodyBudget, BodySizeLimit
 from src.app.observe import NO_TELEMETRY, Observe
 from src.app.routers import health, monitoring, predict, v2
 from src.data.cache import TensorCache, key_prefix, redacted
@@ -57,7 +57,7 @@ def open_cache(settings: Settings, store: DataStore) -> TensorCache:
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
     """Load the model once per worker and test it; connect the store and the cache."""
     settings: Settings = app.state.settings
     try:
@@ -83,7 +83,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redacted(settings.redis_url),
         settings.cache_ttl_seconds,
     )
-    yield
+    # The server (src.http_guard) charges unfinished request heads to the same budget.
+    yield {BUDGET_STATE_KEY: app.state.body_budget}
     # Stop advertising readiness first, so a load balancer drains this worker during shutdown.
     app.state.ready = False
     await cache.close()

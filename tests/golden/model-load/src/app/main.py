@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from src.app import config, docs, errors, metrics
 from src.app.config import Settings
 from src.app.fast import FastRoutes
-from src.app.limits import BodyBudget, BodySizeLimit
+from src.app.limits import BUDGET_STATE_KEY, BodyBudget, BodySizeLimit
 from src.app.observe import NO_TELEMETRY, Observe
 from src.app.provenance import ModelSource
 from src.app.routers import health, monitoring, predict, v2
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
     """Verify the model, load it once per worker and test it before the worker reports ready."""
     settings: Settings = app.state.settings
     source: ModelSource = app.state.source
@@ -51,7 +51,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         classifier.sha256,
         source.shown_uri,
     )
-    yield
+    # The server (src.http_guard) charges unfinished request heads to the same budget.
+    yield {BUDGET_STATE_KEY: app.state.body_budget}
     # Stop advertising readiness first, so a load balancer drains this worker during shutdown.
     app.state.ready = False
 

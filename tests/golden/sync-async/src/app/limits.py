@@ -4,7 +4,8 @@ One large body must not push a worker past its memory limit, so the size is chec
 ``Content-Length`` header and again while the body streams in (chunked uploads have no header).
 Nor may many at once: a worker holds at most MAX_BODY_BYTES_IN_FLIGHT bytes of request bodies
 across all the requests it is reading or answering (``BodyBudget``); past that, a new body is
-answered 503 with ``Retry-After`` and its connection closed.
+answered 503 with ``Retry-After`` and its connection closed. The HTTP server charges the heads
+still arriving to the same budget (``src.http_guard``), which it finds in the lifespan's state.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 # A refused body is still read (and dropped) up to this many bytes, so that an ordinary client gets
 # the 413 instead of a broken pipe; beyond it the connection is simply closed after the answer.
 DRAIN_LIMIT = 64 * 1024 * 1024
+# The lifespan state's key of the worker's BodyBudget.
+BUDGET_STATE_KEY = "body_budget"
 BUSY = "the service is reading too many request bodies at once; retry shortly"
 # The OpenAPI description of that answer.
 BUSY_DESCRIPTION = "The worker holds too many request bodies at once: retry after Retry-After"
@@ -100,7 +103,7 @@ class BodiesInFlightError(Exception):
 
 
 class BodyBudget:
-    """The bytes of request bodies one worker holds at once, whatever the number of requests.
+    """The bytes of request bodies (and unfinished heads) one worker holds at once.
 
     The event loop is the only user, so there is nothing to lock. A body is admitted whatever
     its size while no other is held, so a limit below MAX_BODY_BYTES never refuses every request.

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from src.app import config, docs, errors, metrics
 from src.app.config import Settings
 from src.app.fast import FastRoutes
-from src.app.limits import BodyBudget, BodySizeLimit
+from src.app.limits import BUDGET_STATE_KEY, BodyBudget, BodySizeLimit
 from src.app.observe import NO_TELEMETRY, Observe
 from src.app.routers import health, jobs, monitoring, predict, v2
 from src.jobs.client import JobClient
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
     """Load the fast model once per worker and test it; open the queue client beside it."""
     settings: Settings = app.state.settings
     classifier = Classifier.load(
@@ -46,7 +46,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.freeze()
     app.state.ready = True
     logger.info("model ready: %s sha256=%s", classifier.model_path, classifier.sha256)
-    yield
+    # The server (src.http_guard) charges unfinished request heads to the same budget.
+    yield {BUDGET_STATE_KEY: app.state.body_budget}
     # Stop advertising readiness first, so a load balancer drains this worker during shutdown.
     app.state.ready = False
     await app.state.jobs.close()

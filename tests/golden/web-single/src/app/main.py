@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from src.app import config, docs, errors, metrics
 from src.app.config import Settings
 from src.app.fast import FastRoutes
-from src.app.limits import BodyBudget, BodySizeLimit
+from src.app.limits import BUDGET_STATE_KEY, BodyBudget, BodySizeLimit
 from src.app.observe import NO_TELEMETRY, Observe
 from src.app.routers import health, monitoring, predict, v2
 from src.ml.classifier import Classifier
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
     """Load the model once per worker and test it before the worker reports ready."""
     settings: Settings = app.state.settings
     classifier = Classifier.load(
@@ -42,7 +42,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.freeze()
     app.state.ready = True
     logger.info("model ready: %s sha256=%s", classifier.model_path, classifier.sha256)
-    yield
+    # The server (src.http_guard) charges unfinished request heads to the same budget.
+    yield {BUDGET_STATE_KEY: app.state.body_budget}
     # Stop advertising readiness first, so a load balancer drains this worker during shutdown.
     app.state.ready = False
 
