@@ -42,6 +42,12 @@ QUANTITY_MEMORY = re.compile(r"[1-9][0-9]{0,6}(Ki|Mi|Gi|Ti)")
 REDIS_SIZE = re.compile(r"[1-9][0-9]{0,9}(b|kb|mb|gb|k|m|g)?", re.IGNORECASE)
 VERSION_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
+# A column name that Spark SQL, PostgreSQL and Python all take unquoted.
+COLUMN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# A cron schedule of five fields (minute hour day-of-month month day-of-week), as CronJobs take.
+CRON_RANGE = r"[0-9]{1,2}(-[0-9]{1,2})?(/[0-9]{1,2})?"
+CRON_FIELD = rf"(\*(/[0-9]{{1,2}})?|{CRON_RANGE})(,{CRON_RANGE})*"
+CRON = re.compile(rf"{CRON_FIELD}( {CRON_FIELD}){{4}}")
 # A path inside a data store: plain names joined by "/", never "..", never absolute.
 DATA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,15}")
 # The characters a URI may hold here: RFC 3986's, less those that mean something to a shell inside
@@ -181,6 +187,8 @@ VARIABLE_TYPES: dict[str, tuple[re.Pattern[str] | None, str]] = {
     "image": (IMAGE_REFERENCE, "an image reference such as redis:7.2-bookworm"),
     "version": (VERSION_LABEL, "a version label such as v1.2.0 (letters, digits, '.', '_', '-')"),
     "sha256": (SHA256, "a sha256 of 64 lower-case hex digits"),
+    "column": (COLUMN, "a lower-case column name (letters, digits and '_', not first a digit)"),
+    "cron": (CRON, "a cron schedule of five fields such as '15 2 * * *'"),
     "memory": (QUANTITY_MEMORY, "a memory quantity such as 256Mi"),
     "redis_size": (REDIS_SIZE, "a Redis memory size such as 256mb"),
 }
@@ -313,8 +321,10 @@ class VariableSpec(BaseModel):
     default: str | bool | int | float
     type: Literal[
         "token", "text", "file_name", "onnx_file_name", "data_id", "model_uri", "redis_url",
-        "image", "version", "sha256", "memory", "redis_size",
+        "image", "version", "sha256", "memory", "redis_size", "column", "cron",
     ] | None = None  # fmt: skip
+    # The values a string may take (its type still applies).
+    choices: list[str] | None = None
     # Bounds of a number.
     ge: int | None = None
     le: int | None = None
@@ -326,6 +336,10 @@ def _field(spec: Any) -> tuple[Any, Any]:
     default = spec.default
     if isinstance(default, str):
         annotation = typed_string(spec.type or "token", allow_empty=default == "")
+        if spec.choices:
+            if default not in spec.choices:
+                raise PackagingError(f"default {default!r} is not one of {spec.choices}")
+            annotation = Annotated[annotation, AfterValidator(_one_of(spec.choices))]
         return annotation, default
     if spec.type is not None:
         raise PackagingError(f"type {spec.type!r} is for strings, but the default is {default!r}")
@@ -335,6 +349,15 @@ def _field(spec: Any) -> tuple[Any, Any]:
         bounds = Field(ge=spec.ge if spec.ge is not None else 0, le=spec.le or 10**12)
         return Annotated[int, bounds], default
     return Annotated[float, Field(allow_inf_nan=False)], default
+
+
+def _one_of(choices: list[str]) -> Any:
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return check
 
 
 def validate_variables(
