@@ -79,6 +79,11 @@ class Classifier:
         self.model_path = model_path
         self.sha256 = hashlib.sha256(model_path.read_bytes()).hexdigest()
 
+    @property
+    def input_dtypes(self) -> list[Any]:
+        """The numpy dtype of every input, in the model's order."""
+        return list(self._dtypes)
+
     @classmethod
     def load(
         cls,
@@ -125,10 +130,14 @@ class Classifier:
 
     def predict(self, rows: Any) -> Any:
         """Class scores, values, or every output by name: what the task makes a prediction."""
+        return self.predict_feeds(self.feeds(rows))
+
+    def predict_feeds(self, feeds: dict[str, np.ndarray]) -> Any:
+        """:meth:`predict` for the model's inputs, made already (a batch job builds its own)."""
         if self.task == "raw":
-            results = self.run(self.feeds(rows))
+            results = self.run(feeds)
             return {name: jsonable(value) for name, value in zip(self._all, results, strict=True)}
-        result = self.run(self.feeds(rows), self._outputs)[0]
+        result = self.run(feeds, self._outputs)[0]
         if self.task == "classification":
             return scores(result)
         values = np.asarray(result)
