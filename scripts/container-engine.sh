@@ -96,9 +96,49 @@ python_stand_in() {
     rm -rf "$ctx"
 }
 
+# PostgreSQL with the official image's shape: its postgres user is uid 999 and owns PGDATA; a first
+# start with an empty PGDATA creates the cluster with POSTGRES_PASSWORD, reachable over TCP.
+postgres_stand_in() {
+    local image=docker.io/library/postgres:16-bookworm
+    podman image exists "$image" && return
+    if timeout 60 podman pull -q "$image" >/dev/null 2>&1; then
+        log "pulled $image"
+        return
+    fi
+    stand_in localhost/builder/debian-postgres:raw postgresql,passwd
+    local ctx
+    ctx="$(mktemp -d)"
+    cat >"$ctx/docker-entrypoint.sh" <<'SH'
+#!/bin/sh
+set -e
+bin="$(ls -d /usr/lib/postgresql/*/bin | tail -n 1)"
+PGDATA="${PGDATA:-/var/lib/postgresql/data}"
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    printf '%s\n' "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is required}" >/tmp/pwfile
+    "$bin/initdb" -D "$PGDATA" -U "${POSTGRES_USER:-postgres}" --pwfile=/tmp/pwfile -A scram-sha-256 \
+        --encoding=UTF8 --locale=C.UTF-8
+    rm -f /tmp/pwfile
+    echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
+fi
+[ "${1:-}" = postgres ] && shift
+exec "$bin/postgres" -D "$PGDATA" -c listen_addresses='*' "$@"
+SH
+    printf '%s\n' \
+        'FROM localhost/builder/debian-postgres:raw' \
+        'RUN usermod -u 999 postgres && groupmod -g 999 postgres && mkdir -p /var/lib/postgresql/data /var/run/postgresql && chown -R 999:999 /var/lib/postgresql /var/run/postgresql && chmod 700 /var/lib/postgresql/data' \
+        'COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh' \
+        'RUN chmod 755 /usr/local/bin/docker-entrypoint.sh' \
+        'ENV PGDATA=/var/lib/postgresql/data' \
+        'ENTRYPOINT ["docker-entrypoint.sh"]' \
+        'CMD ["postgres"]' >"$ctx/Containerfile"
+    podman build --quiet --format docker --isolation chroot --network host -t "$image" "$ctx" >/dev/null
+    rm -rf "$ctx"
+}
+
 install_podman
 start_service
 python_stand_in
 stand_in docker.io/library/redis:7.2-bookworm redis-server,passwd 'CMD ["redis-server"]'
+postgres_stand_in
 log "podman's Docker API at unix://$socket"
 echo "export DOCKER_HOST=unix://$socket CONTAINERS_CONF=$state/containers.conf BUILDAH_ISOLATION=chroot"

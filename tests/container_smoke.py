@@ -152,7 +152,8 @@ class ComposeSmoke:
             "extra_hosts": dict.fromkeys(self.services, "127.0.0.1"),
             "environment": spec.get("environment", {}),
             "read_only": bool(spec.get("read_only", False)),
-            "tmpfs": dict.fromkeys(spec.get("tmpfs", []), ""),
+            # "path[:options]", as docker run --tmpfs takes it.
+            "tmpfs": dict(entry.partition(":")[::2] for entry in spec.get("tmpfs", [])),
             "cap_drop": spec.get("cap_drop"),
             "security_opt": spec.get("security_opt"),
             "volumes": self._volumes(spec.get("volumes", [])),

@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -179,6 +180,35 @@ def redis_server(folder: Path, password: str | None = None) -> Iterator[str]:
         process.stop()
 
 
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """An empty PostgreSQL on a free port of 127.0.0.1 while the block runs; its URL.
+
+    From Debian's server binaries, in a folder of its own under /tmp (as root, the server runs as
+    the package's postgres user: PostgreSQL refuses root, and pytest's folders are closed to it).
+    """
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        raise ServiceError("PostgreSQL is not installed (apt-get install postgresql)")
+    binaries = Path(found[-1]).parent
+    folder = Path(tempfile.mkdtemp(prefix="postgres-"))
+    as_server = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_server:
+        shutil.chown(folder, "postgres")
+    port = free_port()
+    data, log = folder / "data", folder / "log"
+    initdb = [str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]
+    subprocess.run([*as_server, *initdb], check=True, capture_output=True)
+    pg_ctl = [*as_server, str(binaries / "pg_ctl"), "-D", str(data), "-l", str(log)]
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run([*pg_ctl, "-o", options, "-w", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], check=False, capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _listening(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         return True
@@ -194,11 +224,14 @@ def running(
     env: dict[str, str] | None = None,
     redis_password: str | None = None,
 ) -> Iterator[Stack]:
-    """The service ready, with a Redis of its own if its pattern has one; all stopped after."""
+    """The service ready, with a Redis (or PostgreSQL) of its own if its pattern has one; all
+    stopped after."""
     with contextlib.ExitStack() as cleanup:
         redis_url = None
         if "redis" in info.components:
             redis_url = cleanup.enter_context(redis_server(folder, redis_password))
+        if "postgres" in info.components and "DATABASE_URL" not in (env or {}):
+            env = {**(env or {}), "DATABASE_URL": cleanup.enter_context(postgres_server())}
         stack = start_stack(project, python, info, folder, redis_url, env)
         cleanup.callback(stack.stop)
         stack.wait_ready()

@@ -304,7 +304,7 @@ def test_test_pattern_fails_when_the_projects_tests_fail(team: Path, work: Path)
         ),
         (
             ["--pattern-path", "{team}", "--pattern", "nope"],
-            "unknown pattern 'nope' (known: api-key, data-cache",
+            "unknown pattern 'nope' (known: api-key, batch, data-cache",
         ),
         (
             ["--pattern-path", "{team}", "--pattern", "nope"],

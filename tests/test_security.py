@@ -263,6 +263,8 @@ def test_compose_check_catches_root_and_a_published_redis(tmp_path: Path) -> Non
 
 # A key or variable whose name says it holds a secret (separators and case ignored).
 SECRET_NAME = re.compile(r"password|passwd|secret|token|apikey|accesskey|privatekey|credential")
+# Keys whose value is the name of a Kubernetes Secret object, not a secret.
+NAMES_A_SECRET = {"secretName"}
 # A value that is a reference to a secret kept elsewhere, not the secret itself.
 REFERENCE = re.compile(r"^(\$\{.*\}|\$\(.*\)|\{\{.*\}\}|<[^>]*>)$")
 SECRET_VALUES = {
@@ -316,6 +318,8 @@ def named_findings(where: str, data: Any) -> list[str]:
         if isinstance(data.get("name"), str) and isinstance(data.get("value"), str):
             named.append((data["name"], data["value"]))  # a Kubernetes env entry
         for key, value in named:
+            if key in NAMES_A_SECRET:
+                continue
             if _secret_name(str(key)) and value.strip() and not REFERENCE.match(value.strip()):
                 found.append(f"{where}: {key} holds a literal value")
         children = list(data.values())

@@ -108,6 +108,8 @@ OTHER_PATTERNS = [
     ("sync-async", "two-outputs"),
     ("model-load", "regressor"),
     ("model-in-image", "multiclass"),
+    ("batch", "tabular"),
+    ("batch", "regressor"),
 ]
 
 
