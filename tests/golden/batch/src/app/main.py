@@ -23,9 +23,6 @@ from src.ml.classifier import Classifier
 
 logger = logging.getLogger(__name__)
 
-# What GET /predictions/{id} answers besides the run's columns.
-PUBLISHED_COLUMNS = ["label", "score", "scores"]
-
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
@@ -43,7 +40,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
     metrics.record_model(classifier)
     # Nothing connects until a prediction is asked for: the online model serves without it.
     app.state.predictions = PredictionStore(
-        settings.database_url, PUBLISHED_COLUMNS, settings.database_timeout_seconds
+        settings.database_url, settings.database_timeout_seconds
     )
     # Everything loaded so far lives as long as the worker: keep the collector from rescanning it.
     gc.collect()

@@ -15,8 +15,17 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from src.app import config
+
+# The table the batch job loads (src.batch.load) and its columns after id and run_date: what a
+# prediction is for the model's task, then which run and model made it.
 TABLE = "predictions"
-COLUMNS = "id, run_date, {columns}, model_sha256, model_version, run_id, predicted_at"
+PREDICTION_COLUMNS = {
+    "classification": ["label", "score", "scores"],
+    "regression": ["value"],
+}[config.TASK]
+METADATA_COLUMNS = ["model_sha256", "model_version", "run_id", "predicted_at"]
+COLUMNS = ", ".join(["id", "run_date", *PREDICTION_COLUMNS, *METADATA_COLUMNS])
 QUERY_LATEST = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = %s ORDER BY run_date DESC LIMIT 1"
 QUERY_DATE = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = %s AND run_date = %s"
 # user:password@ in a URL, and password=... in a key/value connection string.
@@ -35,20 +44,15 @@ def redacted(url: str) -> str:
 class PredictionStore:
     """The predictions table of one database, read by one worker."""
 
-    def __init__(self, url: str, columns: list[str], timeout_seconds: float) -> None:
+    def __init__(self, url: str, timeout_seconds: float) -> None:
         self.url = url
         self.timeout_seconds = timeout_seconds
-        listed = ", ".join(columns)
-        self._latest = QUERY_LATEST.replace("{columns}", listed)
-        self._by_date = QUERY_DATE.replace("{columns}", listed)
         self._connection: psycopg.AsyncConnection[dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
 
     async def find(self, row_id: str, date: dt.date | None) -> dict[str, Any] | None:
         """The prediction for ``row_id`` of ``date`` (default: the latest run that has it)."""
-        query, params = (
-            (self._latest, (row_id,)) if date is None else (self._by_date, (row_id, date))
-        )
+        query, params = (QUERY_LATEST, (row_id,)) if date is None else (QUERY_DATE, (row_id, date))
         async with self._lock:
             try:
                 connection = await self._connect()

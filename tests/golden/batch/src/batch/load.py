@@ -21,18 +21,11 @@ from psycopg import sql
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from src.app import config
+from src.app.predictions import METADATA_COLUMNS, PREDICTION_COLUMNS, TABLE
 from src.batch.score import scores_literal
 from src.batch.settings import ID_COLUMN, BatchSettings
 
-TABLE = "predictions"
 STAGING_PREFIX = "predictions_staging_"
-# Columns of the table after id and run_date; the Parquet data set has the same names.
-COLUMNS = {
-    "classification": ["label", "score", "scores"],
-    "regression": ["value"],
-}[config.TASK]
-METADATA_COLUMNS = ["model_sha256", "model_version", "run_id", "predicted_at"]
 SCHEMA = sql.SQL(
     """
     CREATE TABLE IF NOT EXISTS {table} (
@@ -59,7 +52,7 @@ def create_table(connection: psycopg.Connection) -> None:
     """The predictions table and its lookup index, if they do not exist yet."""
     columns = sql.SQL(", ").join(
         sql.SQL("{} {} NOT NULL").format(sql.Identifier(name), sql.SQL(COLUMN_TYPES[name]))
-        for name in COLUMNS
+        for name in PREDICTION_COLUMNS
     )
     index = sql.Identifier(f"{TABLE}_id_run_date")
     connection.execute(SCHEMA.format(table=sql.Identifier(TABLE), columns=columns, index=index))
@@ -110,7 +103,7 @@ def _stage(
     spark: SparkSession, settings: BatchSettings, date: dt.date, url: str, staging: str
 ) -> int:
     partition = spark.read.parquet(settings.predictions_uri).where(F.col("run_date") == F.lit(date))
-    columns = [ID_COLUMN, "run_date", *COLUMNS, *METADATA_COLUMNS]
+    columns = [ID_COLUMN, "run_date", *PREDICTION_COLUMNS, *METADATA_COLUMNS]
     copy = functools.partial(copy_batches, url=url, table=staging)
     counted = partition.select(*columns).mapInArrow(copy, "rows long")
     total = counted.agg(F.sum("rows")).first()
