@@ -1,4 +1,4 @@
-"""Put the served model in place before the server starts: ``python -m src.loader``.
+"""Put the model in place before it is used: ``python -m src.loader``.
 
 The model comes from MODEL_URI (``file://``, ``http(s)://``, ``s3://`` or ``gs://``; the stores
 other than files need the clients pinned in requirements-loader.txt), must have the sha256
