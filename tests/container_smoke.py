@@ -12,12 +12,13 @@ compose service name resolves to 127.0.0.1, so ``redis://redis:6379`` still reac
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,11 +50,37 @@ class SmokeReport:
     read_only: dict[str, bool] = field(default_factory=dict)
 
 
+# What compose substitutes in its file: $$ (a dollar), ${NAME}, ${NAME:-default}, ${NAME-default}.
+VARIABLE = re.compile(
+    r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}"
+)
+
+
 def load_services(project: Path) -> dict[str, dict[str, Any]]:
-    """The ``services`` of the project's docker-compose.yml."""
+    """The ``services`` of the project's docker-compose.yml, its variables substituted as compose
+    does when none of them is set."""
     compose = yaml.safe_load((project / "docker-compose.yml").read_text())
-    services: dict[str, dict[str, Any]] = compose["services"]
+    services: dict[str, dict[str, Any]] = interpolate(compose["services"], {})
     return services
+
+
+def interpolate(value: Any, environ: Mapping[str, str]) -> Any:
+    """``value`` (compose data) with every variable in its strings substituted from ``environ``."""
+    if isinstance(value, dict):
+        return {key: interpolate(item, environ) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate(item, environ) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match[0] == "$$":
+            return "$"
+        found = environ.get(match["name"])
+        unset = not found if match["op"] == ":-" else found is None
+        return match["default"] if match["op"] and unset else found or ""
+
+    return VARIABLE.sub(substitute, value)
 
 
 def start_order(services: dict[str, dict[str, Any]]) -> list[str]:

@@ -1,7 +1,8 @@
 """``python -m src.batch``: score the data set for one date (today, UTC) or a range of dates.
 
 Exit status: 0 done, 2 bad settings, 3 too many rejected rows (nothing published for that date),
-4 PostgreSQL could not be loaded, 1 anything else. Runs stop at the first date that fails.
+4 PostgreSQL could not be loaded, 5 the model MODEL_URI names could not be fetched or is not the
+one MODEL_SHA256 names, 1 anything else. Runs stop at the first date that fails.
 """
 
 from __future__ import annotations
@@ -10,15 +11,21 @@ import argparse
 import datetime as dt
 import logging
 import logging.config
+import os
 import sys
+import tempfile
+from pathlib import Path
 
+from src import loader
 from src.app.logs import logging_config
-from src.batch import job, metrics
+from src.batch import job, metrics, model
 from src.batch.load import LoadError
 from src.batch.settings import (
     EXIT_LOAD_FAILED,
+    EXIT_MODEL_FAILED,
     EXIT_TOO_MANY_REJECTS,
     EXIT_USAGE,
+    BatchSettings,
     SettingsError,
     build_settings,
     date_range,
@@ -63,12 +70,29 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as err:
         print(f"python -m src.batch: {err}", file=sys.stderr)
         return EXIT_USAGE
+    # A fetched model lives as long as the runs that use it.
+    with tempfile.TemporaryDirectory(prefix="model-", dir=os.environ.get("BATCH_MODEL_DIR")) as tmp:
+        try:
+            chosen = model.resolve(Path(tmp))
+        except loader.SettingsError as err:
+            print(f"python -m src.batch: {loader.redact(str(err))}", file=sys.stderr)
+            return EXIT_USAGE
+        except loader.LoadError as err:
+            logger.error(loader.redact(str(err)))
+            metrics.export([], False, settings.metrics_file, settings.pushgateway_url)
+            return EXIT_MODEL_FAILED
+        return run_all(settings, chosen)
+
+
+def run_all(settings: BatchSettings, chosen: model.JobModel) -> int:
+    """Every date's run in one Spark session; the exit status."""
     reports: list[job.RunReport] = []
     status = 0
     spark = job.session(settings)
     try:
+        model.ship(spark.sparkContext, chosen)
         for date in settings.dates:
-            reports.append(job.run_date(spark, settings, date))
+            reports.append(job.run_date(spark, settings, date, chosen))
     except job.TooManyRejectsError as err:
         logger.error(str(err))
         status = EXIT_TOO_MANY_REJECTS

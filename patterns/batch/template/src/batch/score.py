@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyspark import SparkFiles
 
+from src.loader import file_sha256
 from src.ml.classifier import Classifier
 
 _LOADED: dict[tuple[str, int], Classifier] = {}
@@ -32,6 +34,10 @@ class ModelSpec:
     id_column: str
     input_columns: dict[str, list[str]]
     row_shapes: dict[str, tuple[int, ...]]
+    # The model's sha256; a model the driver fetched (``shipped``) comes through SparkFiles and
+    # is checked against it before it is loaded.
+    sha256: str = ""
+    shipped: bool = False
 
 
 def classifier(spec: ModelSpec, threads: int) -> Classifier:
@@ -39,9 +45,23 @@ def classifier(spec: ModelSpec, threads: int) -> Classifier:
     key = (spec.model_path, threads)
     if key not in _LOADED:
         _LOADED[key] = Classifier.load(
-            Path(spec.model_path), Path(spec.label_path), spec.output_name, threads, spec.task
+            model_file(spec), Path(spec.label_path), spec.output_name, threads, spec.task
         )
     return _LOADED[key]
+
+
+def model_file(spec: ModelSpec) -> Path:
+    """Where this worker finds the model: the image's, or the driver's copy of a fetched one."""
+    if not spec.shipped:
+        return Path(spec.model_path)
+    path = Path(SparkFiles.get(Path(spec.model_path).name))
+    digest = file_sha256(path)
+    if digest != spec.sha256:
+        raise ValueError(
+            f"{path}: sha256 {digest}, expected {spec.sha256}: the model the driver fetched "
+            "changed on its way to this executor"
+        )
+    return path
 
 
 def output_schema(task: str) -> str:

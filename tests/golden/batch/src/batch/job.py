@@ -1,11 +1,12 @@
 """The Spark job: read a data set, set bad rows aside, score the rest, write and publish.
 
-One run per date. A run reads its input once to check every row in Spark SQL (missing values,
-values of the wrong type, NaN and infinities), writes the rejects with their reason, refuses to
-go on when too many rows were rejected, and only then scores and writes the predictions. Both
-data sets are partitioned by ``run_date`` and written with dynamic partition overwrite: a run
-replaces its own date's partition and nothing else, and a run killed half way leaves the
-previous partition as it was (Spark moves the new files in when the job commits).
+One run per date. A run reads its input twice. The first pass checks every row in Spark SQL
+(missing values, values of the wrong type, NaN and infinities), counts the rows and writes the
+rejects with their reason; the run refuses to go on when too many rows were rejected, and only
+then does the second pass score and write the predictions. Both data sets are partitioned by
+``run_date`` and written with dynamic partition overwrite: a run replaces its own date's
+partition and nothing else, and a run killed half way leaves the previous partition as it was
+(Spark moves the new files in when the job commits).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyspark import SparkConf, SparkContext, TaskContext
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from src.app import config
 from src.batch import load
+from src.batch.model import JobModel, own
 from src.batch.score import ModelSpec, output_schema, score_batches
 from src.batch.settings import (
     COLUMN_TYPES,
@@ -75,8 +77,11 @@ def session(settings: BatchSettings) -> SparkSession:
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    # Starts the JVM, which reads spark-defaults.conf, so that SparkConf sees what it sets.
-    SparkContext._ensure_initialized()
+    # Starts the JVM, which reads spark-defaults.conf, so that SparkConf sees what it sets. The
+    # SPARK_CONF_* settings go on its command line too: the driver's memory (spark.driver.memory,
+    # Spark's default 1g) can only be set there.
+    launch = SparkConf(loadDefaults=False).setAll(list(settings.spark_conf.items()))
+    SparkContext._ensure_initialized(conf=launch)
     conf = SparkConf().setAppName(config.SERVICE_NAME)
     if settings.master:
         conf.setMaster(settings.master)
@@ -167,17 +172,19 @@ def _problem(name: str, frame: DataFrame, spark_type: str | None) -> Column:
     return problem
 
 
-def model_spec() -> ModelSpec:
-    """The model as the Python workers load it (the same files as the online service's)."""
+def model_spec(model: JobModel) -> ModelSpec:
+    """The model as the Python workers load it (the labels are the online service's)."""
     settings = config.Settings.from_env()
     return ModelSpec(
-        model_path=str(settings.model_filepath),
+        model_path=str(model.path),
         label_path=str(settings.label_filepath),
         output_name=config.OUTPUT_NAME,
         task=config.TASK,
         id_column=ID_COLUMN,
         input_columns=INPUT_COLUMNS,
         row_shapes=ROW_SHAPES,
+        sha256=model.sha256,
+        shipped=model.shipped,
     )
 
 
@@ -187,19 +194,31 @@ def _score_partition(batches: Any, spec: ModelSpec) -> Any:
     return score_batches(batches, spec, threads)
 
 
-def run_date(spark: SparkSession, settings: BatchSettings, date: dt.date) -> RunReport:
-    """One run: check, write the rejects, score and write the predictions, load the database."""
+def run_date(
+    spark: SparkSession, settings: BatchSettings, date: dt.date, model: JobModel | None = None
+) -> RunReport:
+    """One run: check, write the rejects, score and write the predictions, load the database.
+
+    ``model`` is the one :func:`src.batch.model.resolve` gave (shipped to the executors); the
+    project's own model when omitted.
+    """
     began = time.monotonic()
     run_id = uuid.uuid4().hex
     fields = {"run_id": run_id, "run_date": date.isoformat()}
     rows = checked(read_input(spark, settings, date))
-    counts = rows.agg(
-        F.count(F.lit(1)).alias("read"), F.count_if(~F.col("_good")).alias("rejected")
+    # One pass over the input counts its rows and writes the rejected ones: reading it is most
+    # of what the JVM spends on a run.
+    counts = Observation(f"checked-{run_id}")
+    counted = rows.observe(
+        counts, F.count(F.lit(1)).alias("read"), F.count_if(~F.col("_good")).alias("rejected")
     )
-    read, rejected = counts.first() or (0, 0)
+    _write_rejects(settings, counted, date, run_id)
+    read, rejected = counts.get["read"], counts.get["rejected"]
+    if rejected == 0:
+        # Dynamic overwrite replaces only the partitions it writes: an earlier run's rejects of
+        # this date are removed by hand.
+        _delete(spark, f"{settings.rejects_uri}/run_date={date.isoformat()}")
     _stage("checked", fields, began, rows_read=read, rows_rejected=rejected)
-    _write_rejects(spark, settings, rows, date, run_id, rejected)
-    _stage("rejects written", fields, began, rows_rejected=rejected)
     if read == 0:
         raise TooManyRejectsError(f"{settings.input_for(date)}: the input holds no rows")
     if rejected / read > settings.max_reject_ratio:
@@ -208,7 +227,7 @@ def run_date(spark: SparkSession, settings: BatchSettings, date: dt.date) -> Run
             f"MAX_REJECT_RATIO {settings.max_reject_ratio:g}: nothing published for {date}; "
             f"the reasons are in {settings.rejects_uri}/run_date={date}"
         )
-    _write_predictions(rows, settings, date, run_id)
+    _write_predictions(rows, settings, date, run_id, model or own())
     predicted = read - rejected
     _stage("predictions written", fields, began, rows_predicted=predicted)
     loaded = None
@@ -221,16 +240,16 @@ def run_date(spark: SparkSession, settings: BatchSettings, date: dt.date) -> Run
 
 
 def _write_predictions(
-    rows: DataFrame, settings: BatchSettings, date: dt.date, run_id: str
+    rows: DataFrame, settings: BatchSettings, date: dt.date, run_id: str, model: JobModel
 ) -> None:
-    spec = model_spec()
+    spec = model_spec(model)
     good = rows.where(F.col("_good")).select(ID_COLUMN, *COLUMN_TYPES)
     id_type = good.schema[ID_COLUMN].dataType.simpleString()
     schema = f"{ID_COLUMN} {id_type}, {output_schema(spec.task)}"
     scored = good.mapInArrow(functools.partial(_score_partition, spec=spec), schema)
     stamped = scored.withColumns(
         {
-            "model_sha256": F.lit(config.MODEL_SHA256),
+            "model_sha256": F.lit(model.sha256),
             "model_version": F.lit(settings.model_version),
             "run_id": F.lit(run_id),
             "predicted_at": F.current_timestamp(),
@@ -240,19 +259,7 @@ def _write_predictions(
     stamped.write.mode("overwrite").partitionBy("run_date").parquet(settings.predictions_uri)
 
 
-def _write_rejects(
-    spark: SparkSession,
-    settings: BatchSettings,
-    rows: DataFrame,
-    date: dt.date,
-    run_id: str,
-    rejected: int,
-) -> None:
-    if rejected == 0:
-        # Dynamic overwrite replaces only the partitions it writes: an earlier run's rejects of
-        # this date are removed by hand.
-        _delete(spark, f"{settings.rejects_uri}/run_date={date.isoformat()}")
-        return
+def _write_rejects(settings: BatchSettings, rows: DataFrame, date: dt.date, run_id: str) -> None:
     rejects = rows.where(~F.col("_good")).select(
         F.col(ID_COLUMN).cast("string").alias(ID_COLUMN),
         F.col("_reason").alias("reason"),

@@ -38,6 +38,7 @@ FORMATS = ("parquet", "csv", "jsonl")
 EXIT_USAGE = 2
 EXIT_TOO_MANY_REJECTS = 3
 EXIT_LOAD_FAILED = 4
+EXIT_MODEL_FAILED = 5
 
 
 class SettingsError(ValueError):
