@@ -1,12 +1,12 @@
 """The Spark job: read a data set, set bad rows aside, score the rest, write and publish.
 
-One run per date. A run reads its input twice. The first pass checks every row in Spark SQL
-(missing values, values of the wrong type, NaN and infinities), counts the rows and writes the
-rejects with their reason; the run refuses to go on when too many rows were rejected, and only
-then does the second pass score and write the predictions. Both data sets are partitioned by
-``run_date`` and written with dynamic partition overwrite: a run replaces its own date's
-partition and nothing else, and a run killed half way leaves the previous partition as it was
-(Spark moves the new files in when the job commits).
+One run per date. A run first checks every row of its input in Spark SQL (missing values, values
+of the wrong type, NaN and infinities) and counts the rejected ones; that pass builds no reason
+and no JSON, so it costs little next to scoring. It then writes the rejects with their reason,
+refuses to go on when too many rows were rejected, and only then scores and writes the
+predictions. Both data sets are partitioned by ``run_date`` and written with dynamic partition
+overwrite: a run replaces its own date's partition and nothing else, and a run killed half way
+leaves the previous partition as it was (Spark moves the new files in when the job commits).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyspark import SparkConf, SparkContext, TaskContext
-from pyspark.sql import Column, DataFrame, Observation, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from src.app import config
@@ -206,19 +206,13 @@ def run_date(
     run_id = uuid.uuid4().hex
     fields = {"run_id": run_id, "run_date": date.isoformat()}
     rows = checked(read_input(spark, settings, date))
-    # One pass over the input counts its rows and writes the rejected ones: reading it is most
-    # of what the JVM spends on a run.
-    counts = Observation(f"checked-{run_id}")
-    counted = rows.observe(
-        counts, F.count(F.lit(1)).alias("read"), F.count_if(~F.col("_good")).alias("rejected")
+    counts = rows.agg(
+        F.count(F.lit(1)).alias("read"), F.count_if(~F.col("_good")).alias("rejected")
     )
-    _write_rejects(settings, counted, date, run_id)
-    read, rejected = counts.get["read"], counts.get["rejected"]
-    if rejected == 0:
-        # Dynamic overwrite replaces only the partitions it writes: an earlier run's rejects of
-        # this date are removed by hand.
-        _delete(spark, f"{settings.rejects_uri}/run_date={date.isoformat()}")
+    read, rejected = counts.first() or (0, 0)
     _stage("checked", fields, began, rows_read=read, rows_rejected=rejected)
+    _write_rejects(spark, settings, rows, date, run_id, rejected)
+    _stage("rejects written", fields, began, rows_rejected=rejected)
     if read == 0:
         raise TooManyRejectsError(f"{settings.input_for(date)}: the input holds no rows")
     if rejected / read > settings.max_reject_ratio:
@@ -259,7 +253,19 @@ def _write_predictions(
     stamped.write.mode("overwrite").partitionBy("run_date").parquet(settings.predictions_uri)
 
 
-def _write_rejects(settings: BatchSettings, rows: DataFrame, date: dt.date, run_id: str) -> None:
+def _write_rejects(
+    spark: SparkSession,
+    settings: BatchSettings,
+    rows: DataFrame,
+    date: dt.date,
+    run_id: str,
+    rejected: int,
+) -> None:
+    if rejected == 0:
+        # Dynamic overwrite replaces only the partitions it writes: an earlier run's rejects of
+        # this date are removed by hand.
+        _delete(spark, f"{settings.rejects_uri}/run_date={date.isoformat()}")
+        return
     rejects = rows.where(~F.col("_good")).select(
         F.col(ID_COLUMN).cast("string").alias(ID_COLUMN),
         F.col("_reason").alias("reason"),

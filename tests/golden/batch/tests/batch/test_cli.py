@@ -48,7 +48,7 @@ def test_a_run_logs_its_stages_and_writes_its_metrics(sample_input: Path, tmp_pa
     metrics = tmp_path / "metrics" / "batch.prom"
     done = run(command(sample_input, tmp_path / "out"), METRICS_FILE=str(metrics))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert stages(done.stdout) == ["checked", "predictions written"]
+    assert stages(done.stdout) == ["checked", "rejects written", "predictions written"]
     text = metrics.read_text()
     bad = SAMPLE_ROWS // 1000
     assert f'batch_rows_read{{run_date="{DATE}"}} {float(SAMPLE_ROWS)}' in text
@@ -88,7 +88,7 @@ def test_a_run_killed_half_way_and_run_again_leaves_one_copy_of_each_prediction(
     ) as victim:
         assert victim.stdout is not None
         for line in victim.stdout:
-            if '"stage":"checked"' in line:
+            if '"stage":"rejects written"' in line:
                 break
         time.sleep(1.5)
         os.killpg(victim.pid, signal.SIGKILL)
