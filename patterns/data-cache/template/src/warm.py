@@ -23,7 +23,8 @@ from redis.retry import Retry
 
 from src.app import config
 from src.app.config import Settings, SettingsError
-from src.data.cache import encode_tensor, key_prefix, redacted
+from src.data.cache import encode_tensor, key_prefix
+from src.data.guard import redacted
 from src.data.store import (
     DataStore,
     InvalidDataIdError,

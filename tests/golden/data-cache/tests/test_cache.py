@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from src.app.config import IMAGE_SIDE, SAMPLE_DATA_ID, Settings
-from src.data.cache import CircuitBreaker, decode_tensor, encode_tensor, key_prefix, redacted
+from src.data.cache import decode_tensor, encode_tensor, key_prefix
 from src.data.store import (
     DataStore,
     InvalidDataIdError,
@@ -37,39 +37,6 @@ def test_plain_names_are_valid_ids(good: str) -> None:
 def test_anything_else_is_refused(bad: str) -> None:
     with pytest.raises(InvalidDataIdError):
         validate_data_id(bad)
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_the_breaker_rests_after_a_failure_and_lets_one_trial_through() -> None:
-    clock = FakeClock()
-    breaker = CircuitBreaker(first_pause=1.0, max_pause=4.0, clock=clock)
-    assert breaker.allow() and breaker.healthy
-    assert breaker.failed() == 1.0
-    assert not breaker.allow()
-    clock.now += 1.0
-    assert breaker.allow()  # the trial
-    assert not breaker.allow()  # everyone else waits for its outcome
-    assert breaker.failed() == 2.0
-    assert [breaker.failed() for _ in range(3)] == [4.0, 4.0, 4.0]
-    clock.now += 4.0
-    assert breaker.allow()
-    breaker.succeeded()
-    assert breaker.healthy and breaker.allow() and breaker.allow()
-
-
-def test_the_breaker_pause_stays_bounded_after_many_failures() -> None:
-    breaker = CircuitBreaker(first_pause=0.5, max_pause=30.0, clock=FakeClock())
-    pauses = [breaker.failed() for _ in range(5000)]
-    assert max(pauses) == 30.0
 
 
 def test_a_tensor_survives_encoding_exactly() -> None:
@@ -117,10 +84,6 @@ def test_keys_change_with_the_store_and_the_preprocessing() -> None:
     assert base.startswith("svc:tensor:v")
     assert key_prefix("svc", "file:///other", IMAGE_SIDE) != base
     assert key_prefix("svc", "file:///data", IMAGE_SIDE + 1) != base
-
-
-def test_urls_in_logs_carry_no_password() -> None:
-    assert redacted("redis://user:secret@cache:6380/1") == "redis://cache:6380/1"
 
 
 def test_the_sample_item_preprocesses_to_the_model_input() -> None:

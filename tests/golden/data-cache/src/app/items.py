@@ -15,7 +15,8 @@ from fastapi import BackgroundTasks, Depends, HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from src.app import config
-from src.data.cache import CacheUnavailableError, TensorCache
+from src.data.cache import TensorCache
+from src.data.guard import CacheUnavailableError
 from src.data.store import DataStore, ItemNotFoundError, ItemTooLargeError, StoreUnavailableError
 from src.ml.preprocess import ImageDecodeError, preprocess
 

@@ -17,7 +17,8 @@ from src.app.config import Settings, SettingsError
 from src.app.limits import BUDGET_STATE_KEY, BodyBudget, BodySizeLimit
 from src.app.observe import NO_TELEMETRY, Observe
 from src.app.routers import health, monitoring, predict, v2
-from src.data.cache import TensorCache, key_prefix, redacted
+from src.data.cache import TensorCache, key_prefix
+from src.data.guard import redacted
 from src.data.store import DataStore, InvalidDataIdError, validate_data_id
 from src.ml.classifier import Classifier, ModelLoadError
 from src.ml.preprocess import tensor_shape

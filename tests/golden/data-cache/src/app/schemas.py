@@ -12,7 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from src.app.config import SAMPLE_DATA_ID
 from src.app.items import CacheOutcome
-from src.data.cache import CacheHealth
+from src.data.guard import CacheHealth
 from src.data.store import MAX_ID_LENGTH, validate_data_id
 
 # What validate_data_id accepts, as a JSON Schema pattern: a letter or digit first, then letters,
