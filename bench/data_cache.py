@@ -86,12 +86,12 @@ def wait_port(port: int, seconds: float = 60) -> None:
     raise SystemExit(f"nothing listened on port {port} within {seconds} s")
 
 
-def service_python(project: Path) -> Path:
+def service_python(project: Path, venv_name: str = "venv-data-cache") -> Path:
     """A virtualenv under .bench/ with the project's pinned requirements."""
     uv = shutil.which("uv")
     if uv is None:
         raise SystemExit("uv is required (pip install uv)")
-    venv = WORK / "venv-data-cache"
+    venv = WORK / venv_name
     python = venv / "bin" / "python"
     if not python.exists():
         subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)

@@ -89,11 +89,12 @@ def wait_ready(base: str, server: Server, seconds: float = 60) -> None:
     pytest.fail(f"{base}/ready was not 200 within {seconds} s:\n{server.output()}")
 
 
-# Patterns whose /predict takes rows of the iris sample model's four measurements.
+# Patterns whose /predict takes rows of the four iris measurements (the iris or the forest model).
 ROW_PATTERNS = [
     name
     for name in pattern_names()
-    if load_pattern(name).info.request == "rows" and load_pattern(name).info.sample_model == "iris"
+    if load_pattern(name).info.request == "rows"
+    and load_pattern(name).info.sample_model in ("iris", "iris-slow")
 ]
 
 
