@@ -7,6 +7,7 @@ project's own warm command.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -80,17 +81,6 @@ def cache_health(base: str, want: str, seconds: float = 10) -> str:
 
 
 @pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One redis-server for the module; tests flush it, one stops and restarts it."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def project(generated_project: Callable[[str], Path]) -> Path:
     """The pattern generated with its default variables."""
     return generated_project(PATTERN)
@@ -102,9 +92,9 @@ def python(project: Path, service_python: Callable[[Path], Path]) -> Path:
     return service_python(project)
 
 
-@pytest.fixture(scope="module")
-def live(project: Path, python: Path, redis: RedisServer) -> Iterator[tuple[str, Server]]:
-    """The service started with its own run.sh (two workers), pointed at the test Redis."""
+@contextlib.contextmanager
+def serving_with(project: Path, python: Path, redis: RedisServer) -> Iterator[tuple[str, Server]]:
+    """The service started with its own run.sh (two workers), pointed at ``redis``."""
     port = free_port()
     os.environ["REDIS_URL"] = redis.url
     try:
@@ -117,6 +107,13 @@ def live(project: Path, python: Path, redis: RedisServer) -> Iterator[tuple[str,
         yield base, server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def live(project: Path, python: Path, redis: RedisServer) -> Iterator[tuple[str, Server]]:
+    """The service started with its own run.sh (two workers), pointed at the test Redis."""
+    with serving_with(project, python, redis) as running:
+        yield running
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ generated project's own tests (run by test_service.py) cover the cache in depth 
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, RedisServer, free_port
-from test_pattern_data_cache import redis_cli
-from test_service import Server, call, start, wait_ready
+from conftest import REPO, RedisServer
+from test_pattern_data_cache import redis_cli, serving_with
+from test_service import Server, call
 
 from builder_core.patterns import load_pattern
 
@@ -56,17 +55,6 @@ def until_hit(base: str, rows: object) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One redis-server for the module; tests flush it, one stops and restarts it."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def project(generated_project: Callable[[str], Path]) -> Path:
     """The pattern generated with its default variables."""
     return generated_project(PATTERN)
@@ -77,18 +65,8 @@ def live(
     project: Path, service_python: Callable[[Path], Path], redis: RedisServer
 ) -> Iterator[tuple[str, Server]]:
     """The service started with its own run.sh (two workers), pointed at the test Redis."""
-    port = free_port()
-    os.environ["REDIS_URL"] = redis.url
-    try:
-        server = start(project, service_python(project), port)
-    finally:
-        del os.environ["REDIS_URL"]
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, server)
-        yield base, server
-    finally:
-        server.stop()
+    with serving_with(project, service_python(project), redis) as running:
+        yield running
 
 
 @pytest.fixture
