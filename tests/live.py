@@ -43,12 +43,22 @@ def free_port() -> int:
 
 def call(url: str, body: bytes | None = None, timeout: float = 10) -> tuple[int, Any]:
     """GET (or POST ``body`` as JSON); the status and the decoded answer (None if not JSON)."""
+    status, answer, _ = call_with_headers(url, body, timeout)
+    return status, answer
+
+
+def call_with_headers(
+    url: str, body: bytes | None = None, timeout: float = 10
+) -> tuple[int, Any, dict[str, str]]:
+    """:func:`call`, and the answer's headers (names in lower case)."""
     request = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, _json(response.read())
+            headers = {name.lower(): value for name, value in response.headers.items()}
+            return response.status, _json(response.read()), headers
     except urllib.error.HTTPError as err:
-        return err.code, _json(err.read())
+        headers = {name.lower(): value for name, value in err.headers.items()}
+        return err.code, _json(err.read()), headers
 
 
 def _json(raw: bytes) -> Any:
