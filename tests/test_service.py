@@ -57,19 +57,22 @@ class Server:
         return self.process.wait(timeout=30)
 
 
-def start(project: Path, python: Path, port: int) -> Server:
-    """Start the service with its own run.sh, as its README says."""
+def start(
+    project: Path, python: Path, port: int, script: str = "run.sh", **environment: str
+) -> Server:
+    """Start the service with its own run.sh (or ``script``), as its README says."""
     env = {
         **os.environ,
         "PATH": f"{python.parent}:{os.environ['PATH']}",
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "WORKERS": "2",
+        **environment,
     }
     log = project.parent / f"server-{port}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [str(project / "run.sh")], cwd="/", env=env, stdout=sink, stderr=subprocess.STDOUT
+            [str(project / script)], cwd="/", env=env, stdout=sink, stderr=subprocess.STDOUT
         )
     return Server(process, log)
 

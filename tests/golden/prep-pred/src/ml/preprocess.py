@@ -1,9 +1,9 @@
-"""Preprocessing: an encoded image from the data store → the tensor the model takes.
+"""Preprocessing: an encoded image → the tensor the model takes.
 
 The contract (the training script of the sample model does exactly the same; change both or
-neither, and raise PREPROCESS_VERSION so that tensors of the old preprocessing are never served
-from the cache): decode the image, convert it to 8-bit grayscale, resize it to side x side pixels
-with bilinear filtering, scale it to [0, 1] as float32 and flatten it row by row.
+neither, and raise PREPROCESS_VERSION): decode the image, convert it to 8-bit grayscale, resize it
+to side x side pixels with bilinear filtering, scale it to [0, 1] as float32 and flatten it row by
+row.
 """
 
 from __future__ import annotations
@@ -13,17 +13,18 @@ import io
 import numpy as np
 from PIL import Image
 
-# Part of every cache key: a new version leaves the entries of the old one unread until they expire.
+# Which preprocessing made a tensor: data-cache puts it in every cache key, so that a new version
+# leaves the entries of the old one unread until they expire.
 PREPROCESS_VERSION = 1
 DTYPE = np.float32
-# Only these decoders are tried on stored bytes: fewer decoders, less attack surface.
+# Only these decoders are tried on the bytes: fewer decoders, less attack surface.
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 # Checked from the header before anything is decoded, so one huge image cannot exhaust a worker.
 MAX_PIXELS = 4096 * 4096
 
 
 class ImageDecodeError(Exception):
-    """The item is not an image this service can read."""
+    """The bytes are not an image this service can read."""
 
 
 def tensor_shape(side: int) -> tuple[int]:
