@@ -384,6 +384,9 @@ def plan(
                 origin = served.model_path
             _claim(entries, claimed, path, unrendered)
             entries[path] = PlannedFile(path, "copy", str(origin), unrendered)
+    for path, origin, unrendered in _sample_files_each(chosen, env, context, served, sample_model):
+        _claim(entries, claimed, path, unrendered)
+        entries[path] = PlannedFile(path, "copy", str(origin), unrendered)
     model_files: list[tuple[Path | None, str]] = [(served.model_path, "model_file_name")]
     if served.task == "classification":
         model_files.append((served.label_path, "label_file_name"))
@@ -473,6 +476,34 @@ def _layer_files(
         path = render_path(env, value, context, f"{layer.mapping_file}: {key}")
         source = f"{prefix}{TEMPLATE_FILES_DIR}/{key}"
         files.append(PlannedFile(path, "render", source, value.removeprefix("{}/")))
+    return files
+
+
+def _sample_files_each(
+    chosen: Pattern,
+    env: jinja2.Environment,
+    context: dict[str, Any],
+    served: ServedModel,
+    sample_model: Path,
+) -> list[tuple[PurePosixPath, Path, str]]:
+    """``sample_files_each``: one copy per name of the variable; output path, origin, template."""
+    files: list[tuple[PurePosixPath, Path, str]] = []
+    for variable, mapping in chosen.info.sample_files_each.items():
+        for item in str(context[variable]).split(","):
+            item_context = {**context, "item": item}
+            for text, relative in mapping.items():
+                where = f"sample_files_each: {variable}: {text}"
+                path = render_path(env, text, item_context, where)
+                origin = chosen.locate(str(render_path(env, relative, item_context, where)))
+                if origin.suffix == ".onnx" and (
+                    served.model_path != sample_model or not origin.is_file()
+                ):
+                    # Made for the sample's signature, or no sample for this name: the served
+                    # model stands in, so that the project works until the real one is put there.
+                    origin = served.model_path
+                if not origin.is_file():
+                    raise PackagingError(f"{where}: {origin} does not exist")
+                files.append((path, origin, text))
     return files
 
 

@@ -64,6 +64,10 @@ class PatternInfo(BaseModel):
     variables: dict[str, str | bool | int | float | VariableSpec] = Field(default_factory=dict)
     # Output path (rendered) → a file or folder under the template data, copied as it is.
     sample_files: dict[str, str] = Field(default_factory=dict)
+    # The same, once per name of a ``names`` variable: variable → {output path: source}, both
+    # rendered with ``item`` set to the name. A sample model missing for a name (or any sample
+    # model, when the user brings a model) is stood in for by the served model.
+    sample_files_each: dict[str, dict[str, str]] = Field(default_factory=dict)
     # Output paths of the common layer that this pattern does not ship (code it has no use for).
     omit: list[str] = Field(default_factory=list)
     # Common output files this pattern replaces wholesale instead of extending, each with why.

@@ -44,6 +44,10 @@ VERSION_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 # A column name that Spark SQL, PostgreSQL and Python all take unquoted.
 COLUMN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# A comma-separated list of short DNS-1123 labels (a pattern's backend names: they go into
+# Kubernetes object names after the service's, which must stay within 63 characters).
+NAME = r"[a-z]([-a-z0-9]{0,18}[a-z0-9])?"
+NAMES = re.compile(rf"{NAME}(,{NAME}){{0,15}}")
 # A cron schedule of five fields (minute hour day-of-month month day-of-week), as CronJobs take.
 CRON_RANGE = r"[0-9]{1,2}(-[0-9]{1,2})?(/[0-9]{1,2})?"
 CRON_FIELD = rf"(\*(/[0-9]{{1,2}})?|{CRON_RANGE})(,{CRON_RANGE})*"
@@ -191,6 +195,11 @@ VARIABLE_TYPES: dict[str, tuple[re.Pattern[str] | None, str]] = {
     "cron": (CRON, "a cron schedule of five fields such as '15 2 * * *'"),
     "memory": (QUANTITY_MEMORY, "a memory quantity such as 256Mi"),
     "redis_size": (REDIS_SIZE, "a Redis memory size such as 256mb"),
+    "names": (
+        NAMES,
+        "1 to 16 names separated by commas, each of lower-case letters, digits and '-' (starting "
+        "with a letter, at most 20 characters)",
+    ),
 }
 
 
@@ -207,6 +216,11 @@ def typed_string(type_name: str, *, allow_empty: bool) -> Any:
             raise ValueError(f"{value!r} is not {what}")
         if type_name == "onnx_file_name":
             _suffix(value, ".onnx")
+        if type_name == "names":
+            names = value.split(",")
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                raise ValueError(f"{value!r} names {', '.join(repeated)} more than once")
         return value
 
     return Annotated[str, AfterValidator(check)]
@@ -321,7 +335,7 @@ class VariableSpec(BaseModel):
     default: str | bool | int | float
     type: Literal[
         "token", "text", "file_name", "onnx_file_name", "data_id", "model_uri", "redis_url",
-        "image", "version", "sha256", "memory", "redis_size", "column", "cron",
+        "image", "version", "sha256", "memory", "redis_size", "column", "cron", "names",
     ] | None = None  # fmt: skip
     # The values a string may take (its type still applies).
     choices: list[str] | None = None

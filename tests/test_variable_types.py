@@ -78,6 +78,12 @@ def defaults(pattern: str) -> dict[str, Any]:
         ("web-single", "description", "red \x1b[31m text"),
         ("web-single", "description", "nul \x00"),
         ("web-single", "description", "x" * 501),
+        ("horizontal-microservice", "backends", "setosa,,virginica"),
+        ("horizontal-microservice", "backends", "setosa,setosa"),
+        ("horizontal-microservice", "backends", "Setosa"),
+        ("horizontal-microservice", "backends", "setosa virginica"),
+        ("horizontal-microservice", "backends", ",".join(f"m{n}" for n in range(17))),
+        ("horizontal-microservice", "aggregate", "mean"),
     ],
 )
 def test_junk_is_refused_naming_the_key(pattern: str, key: str, value: str) -> None:
@@ -95,6 +101,8 @@ def test_junk_is_refused_naming_the_key(pattern: str, key: str, value: str) -> N
         ("sync-async", "redis_maxmemory", "2GB"),
         ("data-cache", "redis_image", "registry.local:5000/redis:7.2@sha256:" + "b" * 64),
         ("data-cache", "sample_data_id", "batch-1/digit-0001.png"),
+        ("horizontal-microservice", "backends", "cat,dog-2"),
+        ("horizontal-microservice", "aggregate", "all"),
     ],
 )
 def test_real_values_are_accepted(pattern: str, key: str, value: str) -> None:
