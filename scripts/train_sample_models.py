@@ -24,6 +24,7 @@ with those versions produces byte-identical files.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import sys
@@ -170,10 +171,39 @@ def build_iris_slow() -> SampleModel:
     )
 
 
+# The horizontal-microservice pattern's backends: one binary classifier per iris species.
+IRIS_SPECIES = ("setosa", "versicolor", "virginica")
+
+
+def build_iris_one_vs_rest(species: str) -> SampleModel:
+    """Train a logistic regression telling one iris species (yes) from the other two (no).
+
+    The horizontal-microservice pattern serves one per species, each in its own service; its
+    proxy asks all three and the highest "yes" wins, as a multi-class model would answer.
+    """
+    dataset = load_iris()
+    features = np.asarray(dataset.data, dtype=np.float64)
+    target = (dataset.target == IRIS_SPECIES.index(species)).astype(np.int64)
+    classifier = LogisticRegression(max_iter=1000)
+    classifier.fit(features, target)
+    return SampleModel(
+        name=f"iris-{species}",
+        classifier=classifier,
+        class_names=["no", "yes"],
+        n_features=features.shape[1],
+        data_sample=features[:1],
+        check_rows=features,
+    )
+
+
 REGISTRY: dict[str, Callable[[], SampleModel]] = {
     "iris": build_iris,
     "iris-slow": build_iris_slow,
     "digits": build_digits,
+    **{
+        f"iris-{species}": functools.partial(build_iris_one_vs_rest, species)
+        for species in IRIS_SPECIES
+    },
 }
 
 
