@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Start the proxy: gunicorn managing uvicorn workers, asking the backend model services (run.sh). Every setting comes from the environment.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+HOST="${HOST:-0.0.0.0}"
+PORT="${PORT:-8000}"
+WORKERS="${WORKERS:-2}"
+TIMEOUT="${TIMEOUT:-30}"
+GRACEFUL_TIMEOUT="${GRACEFUL_TIMEOUT:-20}"
+KEEPALIVE="${KEEPALIVE:-5}"
+# Read by src/gunicorn_conf.py too: the level and format (json or text) of every log line.
+export LOG_LEVEL="${LOG_LEVEL:-info}"
+export LOG_FORMAT="${LOG_FORMAT:-text}"
+# The workers' metrics files, which /metrics adds up: a fresh folder for every start, so that no
+# count of an earlier run leaks in (a folder given here is emptied of them instead).
+if [[ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]]; then
+    PROMETHEUS_MULTIPROC_DIR="$(mktemp -d "${TMPDIR:-/tmp}/metrics.XXXXXX")"
+else
+    mkdir -p "${PROMETHEUS_MULTIPROC_DIR}"
+    rm -f "${PROMETHEUS_MULTIPROC_DIR}"/*.db
+fi
+export PROMETHEUS_MULTIPROC_DIR
+
+# No control socket: it would be written under $HOME, which is read-only in the container.
+# exec: gunicorn becomes PID 1 in a container and receives SIGTERM for a graceful shutdown.
+exec "${PYTHON:-python3}" -m gunicorn 'src.proxy.main:create_app()' \
+    --config python:src.gunicorn_conf \
+    --worker-class src.http_guard.Worker \
+    --bind "${HOST}:${PORT}" \
+    --workers "${WORKERS}" \
+    --timeout "${TIMEOUT}" \
+    --graceful-timeout "${GRACEFUL_TIMEOUT}" \
+    --keep-alive "${KEEPALIVE}" \
+    --log-level "${LOG_LEVEL}" \
+    --error-logfile - \
+    --worker-tmp-dir "${TMPDIR:-/tmp}" \
+    --no-control-socket

@@ -1,0 +1,1 @@
+"""The service's code: ``app`` (HTTP) and ``ml`` (the model)."""

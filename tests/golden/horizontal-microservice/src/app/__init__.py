@@ -1,0 +1,1 @@
+"""The web API: routers, request schemas and the application factory."""

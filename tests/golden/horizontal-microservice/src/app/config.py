@@ -1,0 +1,130 @@
+"""Settings of the service, read from the environment once at start-up.
+
+Defaults point inside the project, so the service runs from its own folder with no setup.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from src.app.logs import FORMATS
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SERVICE_NAME = "horizontal-microservice"
+SERVICE_VERSION = "0.1.0"
+DESCRIPTION = "Names the iris species by asking one binary model per species, all at once."
+BUILDER_VERSION = "0.1.0"
+PATTERN = "horizontal-microservice"
+MODEL_FILE_NAME = "iris_setosa.onnx"
+LABEL_FILE_NAME = "label.json"
+# Read from the model file when the service was generated. TASK is what a prediction is:
+# classification (scores per label), regression (values) or raw (every output by name).
+TASK = "classification"
+OUTPUT_NAME = "probabilities"
+MODEL_SHA256 = "a78af7c32163044ed3231fc16b7ad0f5132b5d1ceabc7bcce35d94cf1430fb8e"
+MODEL_PRODUCER = "skl2onnx 1.20.0"
+# The sample request the service tests itself with at start-up and serves at /predict/test.
+DATA_SAMPLE = [[5.1, 3.5, 1.4, 0.2]]
+# Opening brackets in one row of a request's JSON: 1 for a row of numbers, more for nested rows.
+ROW_OPENER = b"["
+OPENERS_PER_ROW = 1
+# Which requests get a log line (src.app.observe): every one costs about a tenth of the throughput
+# of a small model, so by default only those answered 4xx or 5xx; the metrics count them all.
+REQUEST_LOG_DEFAULT = "errors"
+# REQUEST_LOG's values, and the true/false spellings it (and ACCESS_LOG, its old name) also takes.
+REQUEST_LOGS = {
+    **{"all": "all", "errors": "errors", "off": "off"},
+    **dict.fromkeys(("1", "true", "yes", "on"), "all"),
+    **dict.fromkeys(("0", "false", "no"), "off"),
+}
+
+# Bytes of request bodies one worker may hold at once (src.app.limits.BodyBudget): two workers
+# holding this much each, plus the model, stay inside the manifests' default memory limit.
+BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment."""
+
+    model_filepath: Path
+    label_filepath: Path
+    max_rows: int
+    max_body_bytes: int
+    max_body_bytes_in_flight: int
+    onnx_threads: int
+    offload_inference: bool
+    fast_path: bool
+    request_log: str
+    log_format: str
+    opentelemetry: bool
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings; a bad value is a SettingsError naming the variable."""
+        env = os.environ if environ is None else environ
+        models = PROJECT_ROOT / "models"
+        return cls(
+            model_filepath=Path(env.get("MODEL_FILEPATH", models / MODEL_FILE_NAME)),
+            label_filepath=Path(env.get("LABEL_FILEPATH", models / LABEL_FILE_NAME)),
+            max_rows=positive_int(env, "MAX_ROWS", 1000),
+            max_body_bytes=positive_int(env, "MAX_BODY_BYTES", 1048576),
+            max_body_bytes_in_flight=positive_int(
+                env, "MAX_BODY_BYTES_IN_FLIGHT", BODY_BYTES_IN_FLIGHT
+            ),
+            onnx_threads=positive_int(env, "ONNX_THREADS", 1),
+            offload_inference=_flag(env, "OFFLOAD_INFERENCE", False),
+            fast_path=_flag(env, "FAST_PATH", True),
+            request_log=_request_log(env),
+            log_format=_choice(env, "LOG_FORMAT", "text", FORMATS),
+            opentelemetry=_flag(env, "OPENTELEMETRY", False),
+        )
+
+
+def positive_int(env: Mapping[str, str], key: str, default: int) -> int:
+    """``env[key]`` as a positive integer, ``default`` when unset; else a SettingsError."""
+    raw = env.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r}: expected a positive integer") from None
+    if value < 1:
+        raise SettingsError(f"{key}={raw!r}: expected a positive integer")
+    return value
+
+
+def _flag(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{key}={raw!r}: expected true or false")
+
+
+def _request_log(env: Mapping[str, str]) -> str:
+    # ACCESS_LOG is the old name, still read so that existing deployments keep their lines.
+    key = "REQUEST_LOG" if "REQUEST_LOG" in env else "ACCESS_LOG"
+    raw = env.get(key, REQUEST_LOG_DEFAULT)
+    value = REQUEST_LOGS.get(raw.lower())
+    if value is None:
+        raise SettingsError(f"{key}={raw!r}: expected all, errors or off")
+    return value
+
+
+def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(key, default).lower()
+    if raw not in choices:
+        raise SettingsError(f"{key}={raw!r}: expected one of {', '.join(choices)}")
+    return raw

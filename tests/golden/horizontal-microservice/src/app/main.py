@@ -1,0 +1,87 @@
+"""Assembles the application: settings, model lifespan, limits, error handlers and routers.
+
+Gunicorn calls the factory (``src.app.main:create_app()``), so importing this module does no work.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from src.app import config, docs, errors, metrics
+from src.app.config import Settings
+from src.app.fast import FastRoutes
+from src.app.limits import BUDGET_STATE_KEY, BodyBudget, BodySizeLimit
+from src.app.observe import NO_TELEMETRY, Observe
+from src.app.routers import health, monitoring, predict, v2
+from src.ml.classifier import Classifier
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
+    """Load the model once per worker and test it before the worker reports ready."""
+    settings: Settings = app.state.settings
+    classifier = Classifier.load(
+        settings.model_filepath,
+        settings.label_filepath,
+        config.OUTPUT_NAME,
+        settings.onnx_threads,
+        config.TASK,
+    )
+    classifier.self_test(config.DATA_SAMPLE)
+    app.state.classifier = classifier
+    metrics.record_model(classifier)
+    # Everything loaded so far lives as long as the worker: keep the collector from rescanning it.
+    gc.collect()
+    gc.freeze()
+    app.state.ready = True
+    logger.info("model ready: %s sha256=%s", classifier.model_path, classifier.sha256)
+    # The server (src.http_guard) charges unfinished request heads to the same budget.
+    yield {BUDGET_STATE_KEY: app.state.body_budget}
+    # Stop advertising readiness first, so a load balancer drains this worker during shutdown.
+    app.state.ready = False
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service; ``settings`` default to the environment."""
+    settings = settings or Settings.from_env()
+    app = FastAPI(
+        title=config.SERVICE_NAME,
+        version=config.SERVICE_VERSION,
+        description=config.DESCRIPTION,
+        lifespan=lifespan,
+        # FastAPI's OpenTelemetry bridge looks for configured providers on every request, even
+        # when there are none: a few microseconds each, so it is on only when asked for.
+        telemetry=None if settings.opentelemetry else NO_TELEMETRY,
+        # /docs is served by src.app.docs, with no CDN; ReDoc would need one.
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.ready = False
+    # Shared by the body limit and the fast path: what this worker holds of request bodies.
+    app.state.body_budget = BodyBudget(settings.max_body_bytes_in_flight)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, budget=app.state.body_budget
+    )
+    errors.install(app)
+    docs.install(app)
+    app.include_router(health.router)
+    app.include_router(predict.router)
+    app.include_router(v2.router)
+    app.include_router(monitoring.router)
+    if app.state.settings.fast_path:
+        app.add_middleware(FastRoutes)
+    # Added after FastRoutes, so it runs outside it and observes the fast path's answers too.
+    app.add_middleware(
+        Observe,
+        request_log=app.state.settings.request_log,
+        log_format=app.state.settings.log_format,
+    )
+    return app

@@ -1,0 +1,1 @@
+"""One router per concern, assembled by ``src.app.main.create_app``."""

@@ -1,0 +1,1 @@
+"""Model loading and inference, independent of the web framework."""

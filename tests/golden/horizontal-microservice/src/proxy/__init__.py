@@ -1,0 +1,1 @@
+"""The proxy: one request fanned out to every backend model service, the answers combined."""
