@@ -43,8 +43,22 @@ CHECKS = (
 MAX_EXAMPLES = 60
 
 
+# The one exception to "valid input is accepted": a row the schema allows that the model itself
+# cannot score (digits' logistic regression overflows to NaN on pixels of 1e38) is a 422 of type
+# model_refused, from POST /predict and /predict/label only. Read from the run's folder.
+CONFIG = """
+[[operations]]
+include-path-regex = "^/predict(/label)?$"
+include-method = "POST"
+checks.positive_data_acceptance.expected-statuses = [
+  "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx",
+]
+"""
+
+
 def schemathesis_run(stack: Stack, folder: Path) -> subprocess.CompletedProcess[str]:
     """``schemathesis run`` against the live service, from ``folder`` (it keeps crashes there)."""
+    (folder / "schemathesis.toml").write_text(CONFIG)
     command = [
         sys.executable,
         "-m",

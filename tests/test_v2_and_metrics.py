@@ -38,9 +38,15 @@ from tritonclient.utils import InferenceServerException
 from builder_core import build, pattern_names
 from builder_core.patterns import load_pattern
 
-# The patterns whose requests are rows of the model's input, and data-cache (requests by ID),
-# whose V2 requests carry the preprocessed tensor instead.
-ROW_PATTERNS = [name for name in pattern_names() if load_pattern(name).info.request == "rows"]
+# The patterns whose requests are rows of an iris model's four measurements, and data-cache
+# (requests by ID), whose V2 requests carry the preprocessed tensor instead. prep-pred's rows
+# service serves data-cache's model (its prep service has its own tests).
+ROW_PATTERNS = [
+    name
+    for name in pattern_names()
+    if load_pattern(name).info.request == "rows"
+    and load_pattern(name).info.sample_model.startswith("iris")
+]
 PATTERNS = [*ROW_PATTERNS, "data-cache"]
 TYPICAL = [[5.0, 3.4, 1.5, 0.2], [5.9, 2.8, 4.3, 1.3], [6.6, 3.0, 5.6, 2.0]]
 DIGITS = REPO / "sample_models" / "digits"

@@ -240,3 +240,13 @@ def test_ready_says_the_prediction_service_is_ok(client: TestClient) -> None:
         "detail": None,
     }
     assert "prediction_service_call_duration_seconds" in client.get("/metrics").text
+
+
+def test_rows_the_model_overflows_on_are_422_naming_the_row() -> None:
+    # Far outside the trained pixels' [0, 1]: the logistic regression overflows to NaN scores.
+    with TestClient(create_prediction_app()) as prediction:
+        response = prediction.post("/predict", json={"data": [DATA_SAMPLE[0], [3.0e38] * 256]})
+    assert response.status_code == 422
+    [problem] = response.json()["detail"]
+    assert problem["loc"] == ["body", "data"]
+    assert problem["msg"].startswith("row 1: the model gives no finite scores")
