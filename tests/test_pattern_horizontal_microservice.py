@@ -165,6 +165,9 @@ def test_compose_and_manifests_wire_the_proxy_to_every_backend(project: Path) ->
         assert backend["environment"]["MODEL_FILEPATH"] == f"models/backends/{name}.onnx"
     documents = list(yaml.safe_load_all((project / "manifests" / "backends.yaml").read_text()))
     kinds = sorted({document["kind"] for document in documents})
+    proxy = yaml.safe_load((project / "manifests" / "deployment.yaml").read_text())
+    probe = proxy["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    assert probe["httpGet"]["path"] == "/v2/health/ready"
     assert kinds == [
         "Deployment",
         "HorizontalPodAutoscaler",

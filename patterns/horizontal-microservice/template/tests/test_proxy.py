@@ -208,3 +208,17 @@ def test_settings_refuse_a_bad_aggregation_and_urls() -> None:
         ProxySettings.from_env({"BACKEND_URLS": "a=ftp://x"})
     with pytest.raises(ValueError, match="named twice"):
         ProxySettings.from_env({"BACKEND_URLS": "a=http://x:1,a=http://y:2"})
+
+
+def test_health_readiness_and_metadata(urls: dict[str, str]) -> None:
+    with proxy(urls) as client:
+        assert client.get("/health").json() == {"health": "ok"}
+        assert client.get("/v2/health/live").status_code == 200
+        assert client.get("/v2/health/ready").status_code == 200
+        assert client.get("/ready").json() == {
+            "ready": True,
+            "backends": dict.fromkeys(BACKEND_NAMES, "ok"),
+        }
+        metadata = client.get("/metadata").json()
+    assert metadata["backends"] == urls
+    assert metadata["aggregate"] in AGGREGATIONS

@@ -36,6 +36,8 @@ from src.prep.client import PredictionClient, PredictionError
 from src.prep.config import IMAGE_SIDE, PrepSettings
 
 logger = logging.getLogger(__name__)
+# httpx2 logs every request at INFO: a line per call of the prediction service would bury the log.
+logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 router = APIRouter(tags=["prep"])
 IMAGE_BODY = {

@@ -129,8 +129,14 @@ class Classifier:
             raise ModelInputError(f"the model refused the input: {_first_line(err)}") from None
 
     def predict(self, rows: Any) -> Any:
-        """Class scores, values, or every output by name: what the task makes a prediction."""
-        return self.predict_feeds(self.feeds(rows))
+        """Class scores, values, or every output by name: what the task makes a prediction.
+
+        A row the model gives NaN or an infinity for is refused (ModelInputError naming it).
+        """
+        answer = self.predict_feeds(self.feeds(rows))
+        if self.task == "raw":
+            return answer
+        return finite(answer, "scores" if self.task == "classification" else "value")
 
     def predict_feeds(self, feeds: dict[str, np.ndarray]) -> Any:
         """:meth:`predict` for the model's inputs, made already (a batch job builds its own)."""
@@ -177,6 +183,22 @@ def scores(result: Any) -> np.ndarray:
     if isinstance(result, list):
         return np.asarray([list(row.values()) for row in result], dtype=np.float32)
     return np.asarray(result)
+
+
+def finite(answer: np.ndarray, what: str) -> np.ndarray:
+    """``answer``, unless a row of it holds NaN or an infinity: then ModelInputError naming it.
+
+    Values far outside what a model was trained on (1e38, say) can overflow inside it: that is
+    the input's fault, refused like any other, not an answer JSON could only carry as null.
+    """
+    if answer.dtype.kind != "f" or np.isfinite(answer).all():
+        return answer
+    rows = ~np.isfinite(answer.reshape(len(answer), -1)).all(axis=1)
+    first = int(np.flatnonzero(rows)[0])
+    raise ModelInputError(
+        f"row {first}: the model gives no finite {what} for these values (they overflow it; "
+        "values this far from its training data are refused)"
+    )
 
 
 def jsonable(result: Any) -> Any:

@@ -28,6 +28,8 @@ from src.proxy.config import ProxySettings
 from src.proxy.fanout import Backends, Outcome, every, highest
 
 logger = logging.getLogger(__name__)
+# httpx2 logs every request at INFO: a line per backend for every request would bury the log.
+logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 router = APIRouter(tags=["proxy"])
 REFUSALS: dict[int | str, dict[str, Any]] = {
@@ -77,6 +79,19 @@ async def predict(payload: PredictRequest, request: Request) -> Response:
 async def health() -> dict[str, str]:
     """Always ``ok`` while the process serves requests."""
     return {"health": "ok"}
+
+
+@router.get("/v2/health/live", summary="Liveness, as V2 servers say it (the probes ask this)")
+async def v2_live() -> Response:
+    """200 while the process serves requests."""
+    return Response(status_code=status.HTTP_200_OK)
+
+
+@router.get("/v2/health/ready", summary="Readiness, as V2 servers say it (the probes ask this)")
+async def v2_ready(request: Request) -> Response:
+    """200 once started (the backends are not asked: /ready says how they are), 503 before."""
+    started = getattr(request.app.state, "ready", False)
+    return Response(status_code=status.HTTP_200_OK if started else 503)
 
 
 @router.get("/ready", summary="Readiness, and each backend's")
