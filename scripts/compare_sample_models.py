@@ -117,6 +117,10 @@ def zoo_rows(name: str) -> Callable[[Path], Feed]:
 CHECK_ROWS: dict[str, Callable[[Path], Feed]] = {
     "iris": iris_rows,
     "iris-slow": iris_rows,
+    # horizontal-microservice's backends: one binary classifier per species, on the same rows.
+    "iris-setosa": iris_rows,
+    "iris-versicolor": iris_rows,
+    "iris-virginica": iris_rows,
     "digits": digit_rows,
     **{name: zoo_rows(name) for name in ZOO_CHECK_FEEDS},
 }

@@ -158,7 +158,9 @@ def test_compose_and_manifests_wire_the_proxy_to_every_backend(project: Path) ->
     api = compose["services"]["api"]
     assert api["command"] == ["./run-proxy.sh"]
     assert sorted(api["depends_on"]) == sorted(f"model-{name}" for name in BACKENDS)
-    listed = dict(entry.split("=") for entry in api["environment"]["BACKEND_URLS"].split(","))
+    # A folded line: the entries are separated by ", ".
+    urls = api["environment"]["BACKEND_URLS"].split(",")
+    listed = dict(entry.strip().split("=") for entry in urls)
     for name, url in listed.items():
         backend = compose["services"][f"model-{name}"]
         assert url.endswith(f":{backend['environment']['PORT']}")
