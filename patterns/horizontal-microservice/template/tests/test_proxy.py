@@ -23,12 +23,6 @@ from src.proxy.config import AGGREGATIONS, BACKEND_NAMES, ProxySettings
 from src.proxy.main import create_app
 
 MODELS = Path(__file__).resolve().parents[1] / "models" / "backends"
-# Typical rows of the sample models' species (iris measurements), for the sample backends.
-TYPICAL = {
-    "setosa": [5.0, 3.4, 1.5, 0.2],
-    "versicolor": [5.9, 2.8, 4.3, 1.3],
-    "virginica": [6.6, 3.0, 5.6, 2.0],
-}
 
 
 def free_port() -> int:
@@ -135,15 +129,6 @@ def test_all_gives_every_backend_s_answer_as_it_gives_it(urls: dict[str, str]) -
     assert sorted(answer["predictions"]) == sorted(BACKEND_NAMES)
     for name, url in urls.items():
         assert answer["predictions"][name] == asked_directly(url, DATA_SAMPLE)
-
-
-@pytest.mark.skipif(
-    sorted(BACKEND_NAMES) != sorted(TYPICAL), reason="the typical rows are the sample backends'"
-)
-def test_the_sample_backends_name_typical_flowers(urls: dict[str, str]) -> None:
-    with proxy(urls, AGGREGATE="highest") as client:
-        answer = predict(client, list(TYPICAL.values())).json()
-    assert answer["prediction"] == list(TYPICAL)
 
 
 def test_a_backend_down_gives_a_partial_answer_naming_it(urls: dict[str, str]) -> None:
