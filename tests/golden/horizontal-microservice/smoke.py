@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Smoke test of a running horizontal-microservice proxy and its backends, with nothing but the standard library.
+"""Smoke test of the running proxy and its backends, with nothing but the standard library.
 
     python3 smoke.py [PROXY_URL]     (default http://127.0.0.1:8000)
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -14,44 +12,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from src.app.config import DATA_SAMPLE, Settings
 from src.app.main import create_app as create_backend
 from src.proxy.config import AGGREGATIONS, BACKEND_NAMES, ProxySettings
 from src.proxy.main import create_app
+from tests.servers import free_port, serving, silent_listener
 
 MODELS = Path(__file__).resolve().parents[1] / "models" / "backends"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
 def backend(model: Path) -> Iterator[str]:
     """A backend (the project's own rows service with ``model``) under uvicorn; its URL."""
     settings = Settings.from_env({**os.environ, "MODEL_FILEPATH": str(model)})
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_backend(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), f"{model.name} did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(create_backend(settings)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -70,28 +47,6 @@ def proxy(urls: dict[str, str], **overrides: str) -> Iterator[TestClient]:
     settings = ProxySettings.from_env({**os.environ, "BACKEND_URLS": listed, **overrides})
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
-
-
-@contextlib.contextmanager
-def silent_listener() -> Iterator[str]:
-    """A port that accepts connections and never answers: a hung backend."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    accepted: list[socket.socket] = []
-
-    def accept() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                accepted.append(listener.accept()[0])
-
-    threading.Thread(target=accept, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        listener.close()
-        for connection in accepted:
-            connection.close()
 
 
 def predict(client: TestClient, rows: Any) -> Any:
@@ -147,7 +102,10 @@ def test_a_backend_down_gives_a_partial_answer_naming_it(urls: dict[str, str]) -
 
 def test_a_hung_backend_is_left_out_at_the_timeout(urls: dict[str, str]) -> None:
     hung = BACKEND_NAMES[-1]
-    with silent_listener() as url, proxy({**urls, hung: url}, BACKEND_TIMEOUT_MS="300") as client:
+    with (
+        silent_listener() as (url, _),
+        proxy({**urls, hung: url}, BACKEND_TIMEOUT_MS="300") as client,
+    ):
         started = time.monotonic()
         response = predict(client, DATA_SAMPLE)
         took = time.monotonic() - started
@@ -168,7 +126,7 @@ def test_no_backend_answering_is_503_naming_each(urls: dict[str, str]) -> None:
 
 def test_every_backend_hung_is_504() -> None:
     with contextlib.ExitStack() as stack:
-        hung = {name: stack.enter_context(silent_listener()) for name in BACKEND_NAMES}
+        hung = {name: stack.enter_context(silent_listener())[0] for name in BACKEND_NAMES}
         with proxy(hung, BACKEND_TIMEOUT_MS="200") as client:
             response = predict(client, DATA_SAMPLE)
     assert response.status_code == 504

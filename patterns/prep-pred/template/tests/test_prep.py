@@ -6,7 +6,6 @@ import contextlib
 import http.server
 import json
 import os
-import socket
 import threading
 import time
 import urllib.request
@@ -16,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from src.app.config import DATA_SAMPLE
@@ -24,37 +22,17 @@ from src.app.main import create_app as create_prediction_app
 from src.ml.preprocess import preprocess
 from src.prep.config import IMAGE_SIDE, PrepSettings
 from src.prep.main import create_app
+from tests.servers import free_port, serving, silent_listener
 
 SAMPLES = sorted((Path(__file__).resolve().parents[1] / "samples").glob("*.png"))
 PNG = {"content-type": "image/png"}
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def prediction_url() -> Iterator[str]:
     """The prediction service (the project's own, shipped model) under uvicorn on a free port."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_prediction_app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the prediction service is down"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(create_prediction_app()) as url:
+        yield url
 
 
 @contextlib.contextmanager
@@ -146,28 +124,6 @@ def test_a_prediction_service_that_is_down_is_503_after_the_retries() -> None:
         assert retries_so_far(client) - before == 2
         ready = client.get("/ready").json()
         assert (ready["ready"], ready["prediction_service"]) == (True, "unavailable")
-
-
-@contextlib.contextmanager
-def silent_listener() -> Iterator[tuple[str, list[socket.socket]]]:
-    """A port that accepts connections and never answers: a hung prediction service."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    accepted: list[socket.socket] = []
-
-    def accept() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                accepted.append(listener.accept()[0])
-
-    threading.Thread(target=accept, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
-    finally:
-        listener.close()
-        for connection in accepted:
-            connection.close()
 
 
 def test_a_hung_prediction_service_is_504_at_the_timeout_and_not_retried() -> None:
