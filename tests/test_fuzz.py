@@ -44,14 +44,22 @@ MAX_EXAMPLES = 60
 
 
 # The one exception to "valid input is accepted": a row the schema allows that the model itself
-# cannot score (digits' logistic regression overflows to NaN on pixels of 1e38) is a 422 of type
-# model_refused, from POST /predict and /predict/label only. Read from the run's folder.
+# cannot score (digits' logistic regression overflows to NaN on pixels of 1e38) is refused, with
+# 422 (type model_refused) by POST /predict and /predict/label, with 400 (the protocol's status for
+# every refusal) by V2 inference; from those routes only. Read from the run's folder.
 CONFIG = """
 [[operations]]
 include-path-regex = "^/predict(/label)?$"
 include-method = "POST"
 checks.positive_data_acceptance.expected-statuses = [
   "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx",
+]
+
+[[operations]]
+include-path-regex = "^/v2/models/[^/]+(/versions/[^/]+)?/infer$"
+include-method = "POST"
+checks.positive_data_acceptance.expected-statuses = [
+  "2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx",
 ]
 """
 

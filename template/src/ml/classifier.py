@@ -201,6 +201,17 @@ def finite(answer: np.ndarray, what: str) -> np.ndarray:
     )
 
 
+def finite_outputs(results: list[Any]) -> list[Any]:
+    """Raw outputs (the V2 protocol's), unless a number in them is NaN or an infinity: then
+    ModelInputError naming the row, as :func:`finite` for a prediction."""
+    for result in results:
+        if isinstance(result, list) and result and isinstance(result[0], dict):
+            finite(scores(result), "outputs")
+        elif isinstance(result, np.ndarray) and result.ndim:
+            finite(result, "outputs")
+    return results
+
+
 def jsonable(result: Any) -> Any:
     """An output as JSON can carry it: strings and ZipMaps as lists, numbers as arrays."""
     if isinstance(result, list):

@@ -206,3 +206,13 @@ def test_rows_the_model_overflows_on_are_422_naming_the_row() -> None:
     [problem] = response.json()["detail"]
     assert problem["loc"] == ["body", "data"]
     assert problem["msg"].startswith("row 1: the model gives no finite scores")
+
+
+def test_v2_inference_the_model_overflows_on_is_refused() -> None:
+    # The V2 protocol answers every refusal 400, with the reason in "error".
+    with TestClient(create_prediction_app()) as prediction:
+        name = prediction.get("/metadata").json()["name"]
+        tensor = {"name": "input", "shape": [1, 256], "datatype": "FP32", "data": [3.0e38] * 256}
+        response = prediction.post(f"/v2/models/{name}/infer", json={"inputs": [tensor]})
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("row 0: the model gives no finite outputs")

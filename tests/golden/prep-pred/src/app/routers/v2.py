@@ -27,7 +27,7 @@ from src.app.v2 import (
     server_metadata,
     wanted_outputs,
 )
-from src.ml.classifier import Classifier, ModelInputError
+from src.ml.classifier import Classifier, ModelInputError, finite_outputs
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 MODEL = "/models/{model_name}"
@@ -160,7 +160,9 @@ async def _infer(
         body = await request.body()
         call, feeds = decode(body, request.headers.get(HEADER_LENGTH), model, settings.max_rows)
         names = wanted_outputs(call, model)
-        results = await infer(settings, lambda arrays: classifier.run(arrays, names), feeds)
+        results = await infer(
+            settings, lambda arrays: finite_outputs(classifier.run(arrays, names)), feeds
+        )
     except ProtocolError as err:
         return _refused(err)
     except ModelInputError as err:
