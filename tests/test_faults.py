@@ -186,7 +186,11 @@ def test_redis_killed_and_restarted_under_traffic_no_5xx_and_recovery(
                 30,
             )
             time.sleep(1)
-        check_traffic(traffic, killed, restarted, recovered)
+        try:
+            check_traffic(traffic, killed, restarted, recovered)
+        except AssertionError:
+            print(stack.server.output())
+            raise
         # With the traffic stopped, so that the worker gets through the backlog before the job.
         served_normally(stack.base, body)
     finally:

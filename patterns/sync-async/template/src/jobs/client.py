@@ -16,7 +16,6 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from src.jobs.config import QueueSettings
 from src.jobs.store import ENQUEUE, STREAM, JobRecord, job_key, new_job_id
@@ -24,8 +23,10 @@ from src.jobs.store import ENQUEUE, STREAM, JobRecord, job_key, new_job_id
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 1.0
-# OSError: a host name that does not resolve fails before redis-py wraps anything.
-REDIS_ERRORS = (RedisError, OSError)
+# Not only RedisError: a host name that does not resolve fails (OSError) before redis-py wraps
+# anything, and a Redis killed in the middle of a command can surface as other errors. The fast
+# answer must never fail for the queue; cancellation (a BaseException) still goes through.
+REDIS_ERRORS = (Exception,)
 UNAVAILABLE = "the job queue is unavailable"
 
 
@@ -116,5 +117,10 @@ class JobClient:
 
     def _failed(self, err: Exception) -> None:
         # The error names host and port, never the password a URL may hold.
-        logger.warning("job queue unreachable, retrying in %.0f s: %s", RETRY_AFTER_SECONDS, err)
+        logger.warning(
+            "job queue unreachable, retrying in %.0f s: %s: %s",
+            RETRY_AFTER_SECONDS,
+            type(err).__name__,
+            err,
+        )
         self._retry_at = time.monotonic() + RETRY_AFTER_SECONDS
