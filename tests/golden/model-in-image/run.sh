@@ -21,10 +21,21 @@ else
     rm -f "${PROMETHEUS_MULTIPROC_DIR}"/*.db
 fi
 export PROMETHEUS_MULTIPROC_DIR
+# The model swap's files (src/release/state.py): one folder per service and port, so that
+# `make reload` finds this service's master; only its owner may write there.
+SERVICE_STATE_DIR="${SERVICE_STATE_DIR:-${TMPDIR:-/tmp}/model-in-image-${PORT}.state}"
+mkdir -p -m 700 "${SERVICE_STATE_DIR}"
+if [[ ! -O "${SERVICE_STATE_DIR}" ]]; then
+    echo "run.sh: ${SERVICE_STATE_DIR} belongs to another user; set SERVICE_STATE_DIR" >&2
+    exit 1
+fi
+rm -rf "${SERVICE_STATE_DIR}/ready" "${SERVICE_STATE_DIR}"/*.json
+export SERVICE_STATE_DIR
 
 # No control socket: it would be written under $HOME, which is read-only in the container.
 # exec: gunicorn becomes PID 1 in a container and receives SIGTERM for a graceful shutdown.
-exec "${PYTHON:-python3}" -m gunicorn 'src.app.main:create_app()' \
+# src.release.serve is gunicorn whose SIGHUP swaps the model without downtime (make reload).
+exec "${PYTHON:-python3}" -m src.release.serve 'src.app.main:create_app()' \
     --config python:src.gunicorn_conf \
     --worker-class src.http_guard.Worker \
     --bind "${HOST}:${PORT}" \
@@ -35,4 +46,5 @@ exec "${PYTHON:-python3}" -m gunicorn 'src.app.main:create_app()' \
     --log-level "${LOG_LEVEL}" \
     --error-logfile - \
     --worker-tmp-dir "${TMPDIR:-/tmp}" \
+    --pid "${SERVICE_STATE_DIR}/gunicorn.pid" \
     --no-control-socket

@@ -14,15 +14,20 @@ from typing import Any
 from prometheus_client import multiprocess
 
 from src.app.logs import log_settings, logging_config
+from src.release.state import StateDir
 
 # Applied once by the master at start-up; the workers inherit it when they are forked.
 logconfig_dict = logging_config(*log_settings(os.environ))
 
 
 def child_exit(_server: Any, worker: Any) -> None:
-    """A worker is gone: drop its live gauges; its counts stay in the totals of /metrics."""
+    """A worker is gone: drop its live gauges (its counts stay in the totals of /metrics), and
+    its mark of being ready, since its pid may be reused by a worker not yet ready."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)
+    state = StateDir.from_env()
+    if state is not None:
+        state.forget(worker.pid)
 
 
 def on_exit(_server: Any) -> None:

@@ -28,6 +28,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
 from src.app.limits import BUDGET_STATE_KEY, BodiesInFlightError, BodyBudget
+from src.release.state import StateDir, announcing_ready
 
 
 def _setting(name: str, default: float) -> float:
@@ -47,6 +48,9 @@ def _setting(name: str, default: float) -> float:
 HEADER_TIMEOUT_SECONDS = _setting("HEADER_TIMEOUT_SECONDS", 10)
 BODY_TIMEOUT_SECONDS = _setting("BODY_TIMEOUT_SECONDS", 60)
 MAX_HEADER_BYTES = int(_setting("MAX_HEADER_BYTES", 65536))
+# How long a stopping worker keeps a connection that holds no request: one accepted just before
+# the worker stopped listening may carry a request still on its way (a model swap, a rollout).
+DRAIN_SECONDS = _setting("DRAIN_SECONDS", 1)
 
 
 class GuardedHttpTools(HttpToolsProtocol):
@@ -63,6 +67,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._head_held = 0
         self._refused = False
         self._timer: asyncio.TimerHandle | None = None
+        self._draining = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -111,6 +116,8 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._refuse(431, f"request head over {MAX_HEADER_BYTES} bytes")
             return
         super().on_headers_complete()
+        if self._draining and self.cycle is not None:
+            self.cycle.keep_alive = False
         if self._has_body():
             self._arm(BODY_TIMEOUT_SECONDS, 408, "request body not received in time")
 
@@ -122,6 +129,21 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._disarm()
         if not self._refused:
             super().on_message_complete()
+
+    def shutdown(self) -> None:
+        """The worker stops: answer what arrives within DRAIN_SECONDS (then close), not fail it."""
+        self._draining = True
+        if self._between_requests():
+            self.loop.call_later(DRAIN_SECONDS, self._close_if_idle)
+        else:
+            super().shutdown()
+
+    def _between_requests(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _close_if_idle(self) -> None:
+        if self._between_requests() and not self.transport.is_closing():
+            self.transport.close()
 
     def _has_body(self) -> bool:
         for name, value in self.headers:
@@ -188,3 +210,10 @@ class Worker(UvicornWorker):  # type: ignore[misc]
     """gunicorn's uvicorn worker, serving HTTP with :class:`GuardedHttpTools`."""
 
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "auto", "http": GuardedHttpTools}
+
+    def load_wsgi(self) -> None:
+        """Load the application; under run.sh, it tells the master when it is ready to serve."""
+        super().load_wsgi()
+        state = StateDir.from_env()
+        if state is not None:
+            self.wsgi = announcing_ready(self.wsgi, state)

@@ -64,5 +64,7 @@ class MetadataResponse(BaseModel):
     labels: list[str]
     producer: str
     onnxruntime_version: str
+    # How the last `make reload` ended (outcome swapped or refused, when, and why); null if none.
+    last_swap: dict[str, object] | None
     data_sample: list[object]
     max_rows: int

@@ -9,6 +9,7 @@ from src.app.deps import ClassifierDep, json_response
 from src.app.items import CacheDep
 from src.app.schemas import ErrorResponse, MetadataResponse, ReadyResponse
 from src.ml.preprocess import DTYPE, PREPROCESS_VERSION, tensor_shape
+from src.release.state import last_swap
 
 router = APIRouter(tags=["health"])
 
@@ -55,6 +56,7 @@ async def metadata(classifier: ClassifierDep, cache: CacheDep) -> Response:
             "pattern": config.PATTERN,
             "builder_version": config.BUILDER_VERSION,
             **info,
+            "last_swap": last_swap(),
             "sample_data_id": config.SAMPLE_DATA_ID,
             "preprocessing": preprocessing,
             "cache": {

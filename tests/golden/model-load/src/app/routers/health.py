@@ -8,6 +8,7 @@ from src.app import config
 from src.app.deps import ClassifierDep, SettingsDep, json_response
 from src.app.provenance import SourceDep, SourcedMetadataResponse
 from src.app.schemas import ErrorResponse
+from src.release.state import last_swap
 
 router = APIRouter(tags=["health"])
 
@@ -46,6 +47,7 @@ async def metadata(classifier: ClassifierDep, settings: SettingsDep, source: Sou
             "pattern": config.PATTERN,
             "builder_version": config.BUILDER_VERSION,
             **info,
+            "last_swap": last_swap(),
             "model_uri": source.shown_uri,
             "data_sample": config.DATA_SAMPLE,
             "max_rows": settings.max_rows,

@@ -8,6 +8,7 @@ from src.app import config
 from src.app.deps import ClassifierDep, SettingsDep, json_response
 from src.app.schemas import ErrorResponse, MetadataResponse, ReadyResponse
 from src.cache.answers import AnswerCache
+from src.release.state import last_swap
 
 router = APIRouter(tags=["health"])
 
@@ -50,6 +51,7 @@ async def metadata(request: Request, classifier: ClassifierDep, settings: Settin
             "pattern": config.PATTERN,
             "builder_version": config.BUILDER_VERSION,
             **info,
+            "last_swap": last_swap(),
             "data_sample": config.DATA_SAMPLE,
             "max_rows": settings.max_rows,
             "cache": {

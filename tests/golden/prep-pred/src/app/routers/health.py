@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from src.app import config
 from src.app.deps import ClassifierDep, SettingsDep, json_response
 from src.app.schemas import ErrorResponse, MetadataResponse
+from src.release.state import last_swap
 
 router = APIRouter(tags=["health"])
 
@@ -43,6 +44,7 @@ async def metadata(classifier: ClassifierDep, settings: SettingsDep) -> Response
             "pattern": config.PATTERN,
             "builder_version": config.BUILDER_VERSION,
             **info,
+            "last_swap": last_swap(),
             "data_sample": config.DATA_SAMPLE,
             "max_rows": settings.max_rows,
         }

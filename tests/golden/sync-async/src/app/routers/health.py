@@ -9,6 +9,7 @@ from src.app.deps import ClassifierDep, SettingsDep, json_response
 from src.app.job_schemas import ReadyResponse
 from src.app.schemas import ErrorResponse, MetadataResponse
 from src.jobs.client import JobClient
+from src.release.state import last_swap
 
 router = APIRouter(tags=["health"])
 
@@ -54,6 +55,7 @@ async def metadata(classifier: ClassifierDep, settings: SettingsDep) -> Response
             "pattern": config.PATTERN,
             "builder_version": config.BUILDER_VERSION,
             **info,
+            "last_swap": last_swap(),
             "data_sample": config.DATA_SAMPLE,
             "max_rows": settings.max_rows,
         }
