@@ -13,6 +13,11 @@ from starlette.concurrency import run_in_threadpool
 from src.app.config import Settings
 from src.app.metrics import TALLY
 from src.ml.classifier import Classifier
+from src.ml.shadow import Shadow
+
+# This worker's shadow model (src.ml.shadow), when SHADOW_MODEL_FILEPATH names one: set by the
+# lifespan. A list, so that the lifespan fills it in place.
+SHADOWS: list[Shadow] = []
 
 
 def get_classifier(request: Request) -> Classifier:
@@ -35,7 +40,7 @@ async def infer(settings: Settings, predict: Callable[[Any], Any], rows: Any) ->
     """Run inference inline (a small model is faster than a thread hop) or off the event loop.
 
     Every route that scores rows comes through here, the fast path's too: this is where the
-    inference latency is measured.
+    inference latency is measured, and where the shadow model is handed the prediction.
     """
     started = perf_counter()
     if settings.offload_inference:
@@ -43,6 +48,8 @@ async def infer(settings: Settings, predict: Callable[[Any], Any], rows: Any) ->
     else:
         result = predict(rows)
     TALLY.inference(perf_counter() - started)
+    if SHADOWS:
+        SHADOWS[0].offer(predict, rows, result)
     return result
 
 

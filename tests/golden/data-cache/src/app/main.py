@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from src.app import config, docs, errors, metrics
+from src.app import config, deps, docs, errors, metrics
 from src.app.config import Settings, SettingsError
 from src.app.limits import BUDGET_STATE_KEY, BodyBudget, BodySizeLimit
 from src.app.observe import NO_TELEMETRY, Observe
@@ -22,6 +22,7 @@ from src.data.guard import redacted
 from src.data.store import DataStore, InvalidDataIdError, validate_data_id
 from src.ml.classifier import Classifier, ModelLoadError
 from src.ml.preprocess import tensor_shape
+from src.ml.shadow import Shadow
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,25 @@ def open_cache(settings: Settings, store: DataStore) -> TensorCache:
     )
 
 
+def start_shadow(settings: Settings, primary: Classifier) -> Shadow | None:
+    """The shadow model SHADOW_MODEL_FILEPATH names, loaded, tested and running; else None."""
+    if settings.shadow_model_filepath is None:
+        return None
+    files = (settings.shadow_model_filepath, settings.label_filepath, config.OUTPUT_NAME)
+    shadow = Shadow.load(
+        primary,
+        files,
+        config.load_data_sample(),
+        queue_size=settings.shadow_queue_size,
+        tolerance=settings.shadow_tolerance,
+        log_every=settings.shadow_log_every,
+    )
+    shadow.start()
+    deps.SHADOWS[:] = [shadow]
+    logger.info("shadow model ready: %s sha256=%s", shadow.model.model_path, shadow.model.sha256)
+    return shadow
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
     """Load the model once per worker and test it; connect the store and the cache."""
@@ -72,6 +92,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
     app.state.classifier, app.state.store, app.state.cache = classifier, store, cache
     # Redis being down does not stop the service from starting: it serves uncached meanwhile.
     health_now = await cache.check()
+    shadow = start_shadow(settings, app.state.classifier)
     # Everything loaded so far lives as long as the worker: keep the collector from rescanning it.
     gc.collect()
     gc.freeze()
@@ -88,6 +109,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
     yield {BUDGET_STATE_KEY: app.state.body_budget}
     # Stop advertising readiness first, so a load balancer drains this worker during shutdown.
     app.state.ready = False
+    if shadow is not None:
+        await shadow.stop()
+        deps.SHADOWS.clear()
     await cache.close()
 
 

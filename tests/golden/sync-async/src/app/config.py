@@ -65,6 +65,11 @@ class Settings:
     request_log: str
     log_format: str
     opentelemetry: bool
+    # The shadow model (src.ml.shadow): off when None.
+    shadow_model_filepath: Path | None
+    shadow_queue_size: int
+    shadow_tolerance: float
+    shadow_log_every: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -85,6 +90,10 @@ class Settings:
             request_log=_request_log(env),
             log_format=_choice(env, "LOG_FORMAT", "text", FORMATS),
             opentelemetry=_flag(env, "OPENTELEMETRY", False),
+            shadow_model_filepath=_optional_path(env, "SHADOW_MODEL_FILEPATH"),
+            shadow_queue_size=positive_int(env, "SHADOW_QUEUE_SIZE", 100),
+            shadow_tolerance=_positive_float(env, "SHADOW_TOLERANCE", 1e-4),
+            shadow_log_every=positive_int(env, "SHADOW_LOG_EVERY", 100),
         )
 
 
@@ -100,6 +109,28 @@ def positive_int(env: Mapping[str, str], key: str, default: int) -> int:
     if value < 1:
         raise SettingsError(f"{key}={raw!r}: expected a positive integer")
     return value
+
+
+def _positive_float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise SettingsError(f"{key}={raw!r}: expected a number above 0")
+    return value
+
+
+def _optional_path(env: Mapping[str, str], key: str) -> Path | None:
+    """A path, relative ones from the project's folder; None when unset or empty."""
+    raw = env.get(key, "")
+    if not raw:
+        return None
+    path = Path(raw)
+    return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 def _flag(env: Mapping[str, str], key: str, default: bool) -> bool:

@@ -1,0 +1,143 @@
+"""The shadow model (SHADOW_MODEL_FILEPATH): run on every prediction off the request's path.
+
+``tests/data/shadow-model.onnx`` is the served model made to disagree on known rows: the class
+scores of a row whose input value at flat index ``shadow_feature`` is above ``shadow_threshold``
+(both in the file's metadata) are rotated by one class. A project serving its own model has no
+such file: the served model is then its own shadow, which must agree on every row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+
+from src.app import config, deps
+from src.app.config import Settings
+from src.app.main import create_app
+from src.ml import shadow as shadowing
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHADOW_MODEL = PROJECT / "tests" / "data" / "shadow-model.onnx"
+ROWS = 20
+
+
+def sample() -> Any:
+    """The rows the served model passes its start-up test with."""
+    return config.load_data_sample()
+
+
+def shadow_file() -> tuple[Path, int, float] | None:
+    """The shadow model and where it disagrees, when the project has one."""
+    if not SHADOW_MODEL.is_file():
+        return None
+    session = ort.InferenceSession(str(SHADOW_MODEL), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    return SHADOW_MODEL, int(meta["shadow_feature"]), float(meta["shadow_threshold"])
+
+
+def rows_across(feature: int, threshold: float) -> tuple[list[Any], int]:
+    """ROWS copies of the sample's first row, input ``feature`` stepping across ``threshold``;
+    and how many of them are above it."""
+    first = np.asarray(sample()[0], dtype=np.float64)
+    rows = []
+    for index in range(ROWS):
+        row = first.copy().reshape(-1)
+        row[feature] = threshold * (0.05 + 0.1 * index)
+        rows.append(row.reshape(first.shape).tolist())
+    return rows, sum(0.05 + 0.1 * index > 1 for index in range(ROWS))
+
+
+def predict(client: TestClient, rows: list[Any]) -> bytes:
+    """The raw answer of the served model for ``rows``."""
+    # The routes score stored items named by ID: the rows go through the same inference step.
+    app: Any = client.app
+    scores = client.portal.call(deps.infer, app.state.settings, app.state.classifier.predict, rows)  # type: ignore[union-attr]
+    return deps.json_body(scores)
+
+
+@pytest.fixture
+def shadowed(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, list[Any], int]]:
+    """The service with its shadow model; rows to send, and how many the shadow disagrees on."""
+    found = shadow_file()
+    if found is None:
+        path, (rows, expected) = Settings.from_env().model_filepath, (list(sample()), 0)
+    else:
+        path, feature, threshold = found
+        rows, expected = rows_across(feature, threshold)
+    monkeypatch.setenv("SHADOW_MODEL_FILEPATH", str(path))
+    monkeypatch.setenv("SHADOW_LOG_EVERY", "1")
+    with TestClient(create_app()) as client:
+        yield client, rows, expected
+
+
+def dropped() -> float:
+    return REGISTRY.get_sample_value("shadow_predictions_dropped_total") or 0.0
+
+
+def compared(rows: int) -> shadowing.Shadow:
+    """The worker's shadow, once it compared ``rows`` rows (a few seconds at most)."""
+    shadow = deps.SHADOWS[0]
+    deadline = time.monotonic() + 10
+    while shadow.compared < rows and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return shadow
+
+
+def test_the_shadow_disagrees_on_exactly_the_known_rows(
+    shadowed: tuple[TestClient, list[Any], int], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, rows, expected = shadowed
+    with caplog.at_level(logging.INFO, logger="src.ml.shadow"):
+        for row in rows:
+            predict(client, [row])
+        shadow = compared(len(rows))
+    assert (shadow.compared, shadow.disagreed) == (len(rows), expected)
+    metrics = client.get("/metrics").text
+    assert "shadow_rows_disagreed_total" in metrics
+    assert "shadow_inference_duration_seconds_count" in metrics
+    logged = [r.getMessage() for r in caplog.records if "shadow comparison" in r.getMessage()]
+    assert len(logged) == len(rows)
+    assert '"primary"' in logged[0] and '"shadow"' in logged[0]
+
+
+def test_the_answers_are_the_same_bytes_with_and_without_a_shadow(
+    shadowed: tuple[TestClient, list[Any], int],
+) -> None:
+    client, rows, _ = shadowed
+    with_shadow = predict(client, rows)
+    compared(len(rows))
+    with TestClient(create_app(Settings.from_env({}))) as plain:
+        assert predict(plain, rows) == with_shadow
+
+
+def test_a_full_queue_drops_the_prediction_and_counts_it(
+    shadowed: tuple[TestClient, list[Any], int],
+) -> None:
+    _, rows, _ = shadowed
+    shadow = shadowing.Shadow(deps.SHADOWS[0].primary, deps.SHADOWS[0].model, 1, 1e-4, 1)
+    before = dropped()
+    predict_scores = shadow.primary.predict
+    shadow.offer(predict_scores, rows, None)
+    shadow.offer(predict_scores, rows, None)
+    assert shadow.queue.qsize() == 1
+    assert dropped() == before + 1
+
+
+def test_a_shadow_model_that_cannot_load_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    monkeypatch.setenv("SHADOW_MODEL_FILEPATH", str(broken))
+    with pytest.raises(Exception, match=r"broken\.onnx"), TestClient(create_app()):
+        pass
+    assert not deps.SHADOWS
