@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     stale = []
     for name, (feature, threshold) in RULES.items():
         folder = SAMPLE_MODELS / name
-        data = shadow_of(onnx.load(folder / "model.onnx"), feature, threshold).SerializeToString()
+        shadow = shadow_of(onnx.load(folder / "model.onnx"), feature, threshold)
+        data = shadow.SerializeToString(deterministic=True)
         target = folder / "shadow.onnx"
         if args.check:
             if not target.is_file() or target.read_bytes() != data:

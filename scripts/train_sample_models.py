@@ -39,6 +39,8 @@ import onnx
 import onnxruntime as ort
 import skl2onnx
 import sklearn
+from make_shadow_models import RULES as SHADOW_RULES  # scripts/ is the script's own folder
+from make_shadow_models import shadow_of
 from onnx import helper, numpy_helper
 from PIL import Image
 from skl2onnx import to_onnx
@@ -267,10 +269,14 @@ def build_reference(sample: SampleModel) -> dict[str, Any]:
 
 
 def write_sample(sample: SampleModel, output_dir: Path) -> Path:
-    """Write model.onnx, label.json and reference.json; return the model directory."""
+    """Write model.onnx (and shadow.onnx), label.json and reference.json; the model directory."""
     model_dir = output_dir / sample.name
     model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / "model.onnx").write_bytes(serialize_model(convert_to_onnx(sample)))
+    model = convert_to_onnx(sample)
+    (model_dir / "model.onnx").write_bytes(serialize_model(model))
+    if sample.name in SHADOW_RULES:
+        shadow = shadow_of(model, *SHADOW_RULES[sample.name])
+        (model_dir / "shadow.onnx").write_bytes(serialize_model(shadow))
     # Explicit newline/encoding so output is identical regardless of platform defaults.
     (model_dir / "label.json").write_text(
         to_json_text(build_labels(sample)), encoding="utf-8", newline="\n"

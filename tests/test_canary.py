@@ -159,6 +159,34 @@ def test_make_canary_writes_the_candidate(
     assert pod_labels(canary)["app.kubernetes.io/version"] == "v2"
 
 
+def test_model_load_canary_of_a_model_alone(
+    generated_project: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """model-load: `make canary MODEL_URI=... MODEL_SHA256=...` keeps the image, and both the
+    canary's loader and its server get the candidate's model and sha256."""
+    project = tmp_path / "model-load"
+    shutil.copytree(generated_project("model-load"), project)
+    stable = kustomize(project / "manifests" / "overlays" / "canary")[0]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "kubectl").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "kubectl").chmod(0o755)
+    uri, digest = "https://models.example/fraud/v2.onnx", "ab" * 32
+    args = ["make", "-s", "canary", f"MODEL_URI={uri}", f"MODEL_SHA256={digest}", "VERSION=m2"]
+    subprocess.run(args, cwd=project, env={"PATH": f"{fake}:/usr/bin:/bin"}, check=True)
+    (canary,) = kustomize(project / "manifests" / "overlays" / "canary")
+    spec = canary["spec"]["template"]["spec"]
+    assert (
+        spec["containers"][0]["image"]
+        == stable["spec"]["template"]["spec"]["containers"][0]["image"]
+    )
+    for container in (spec["initContainers"][0], spec["containers"][0]):
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        assert (env["MODEL_URI"], env["MODEL_SHA256"]) == (uri, digest), container["name"]
+    assert pod_labels(canary)["app.kubernetes.io/version"] == "m2"
+    assert not core_problems([canary])
+
+
 @pytest.mark.parametrize("component", COMPONENTS)
 @pytest.mark.parametrize("pattern", [p for p in ONLINE if p != "horizontal-microservice"])
 def test_gateway_components_render_valid_routes(

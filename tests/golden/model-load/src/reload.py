@@ -5,6 +5,11 @@
 exit status 0 when the new model serves, 1 when it was refused (the old one goes on serving, and
 the reason is printed, logged and shown by /metadata). Without MODEL the current files are
 loaded again, e.g. after the model file was replaced in place.
+
+With ``--uri`` (``make reload URI=... SHA256=...``) the model is first fetched by the project's
+loader (``python -m src.loader``: the same stores, bounds and sha256 check as in a pod) into
+``model-<sha256 prefix>.onnx`` beside the served one (or in ``--into``), then swapped in with
+MODEL_URI and MODEL_SHA256, which /metadata then shows.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from src.app.config import SERVICE_NAME
+from src.app.config import SERVICE_NAME, Settings
+from src.loader import main as load_model
+from src.loader import redact
 from src.release.serve import swap_timeout
 from src.release.state import StateDir
 
@@ -32,6 +39,8 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--labels", type=Path, help="its label file, when the labels change too")
     cli.add_argument("--sha256", help="the sha256 the model must have (MODEL_SHA256)")
     cli.add_argument("--port", type=int, help="the service port (default: PORT, else 8000)")
+    cli.add_argument("--uri", help="fetch the model from this URI first (needs --sha256)")
+    cli.add_argument("--into", type=Path, help="the folder to fetch into (default: the model's)")
     return cli
 
 
@@ -48,6 +57,12 @@ def state_dir(port: int | None) -> StateDir:
 def request_of(args: argparse.Namespace) -> dict[str, str]:
     """The environment the new workers get; SystemExit naming the file that is not there."""
     request: dict[str, str] = {}
+    if args.uri:
+        if not args.sha256:
+            sys.exit("--uri needs --sha256: the loader checks the model it fetches against it")
+        folder = args.into or Settings.from_env().model_filepath.parent
+        args.model = fetched(args.uri, args.sha256, folder)
+        request["MODEL_URI"] = args.uri
     for key, path in (("MODEL_FILEPATH", args.model), ("LABEL_FILEPATH", args.labels)):
         if path is not None:
             if not path.is_file():
@@ -56,6 +71,15 @@ def request_of(args: argparse.Namespace) -> dict[str, str]:
     if args.sha256:
         request["MODEL_SHA256"] = args.sha256
     return request
+
+
+def fetched(uri: str, sha256: str, folder: Path) -> Path:
+    """The model at ``uri``, fetched and verified into ``folder``; SystemExit if not."""
+    target = folder / f"model-{sha256[:12]}.onnx"
+    status = load_model(["--uri", uri, "--sha256", sha256, "--output", str(target)])
+    if status != 0:
+        sys.exit(f"the loader did not fetch {redact(uri)} (exit status {status})")
+    return target
 
 
 def master_pid(state: StateDir) -> int:

@@ -2,12 +2,13 @@
 
 ``tests/data/shadow-model.onnx`` is the served model made to disagree on known rows: the class
 scores of a row whose input value at flat index ``shadow_feature`` is above ``shadow_threshold``
-(both in the file's metadata) are rotated by one class. A project serving its own model has no
-such file: the served model is then its own shadow, which must agree on every row.
+(both in the file's metadata) are rotated by one class. In a project serving its own model the
+file is a copy of that model: its own shadow, which must agree on every row.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -35,13 +36,13 @@ def sample() -> Any:
     return config.DATA_SAMPLE
 
 
-def shadow_file() -> tuple[Path, int, float] | None:
-    """The shadow model and where it disagrees, when the project has one."""
-    if not SHADOW_MODEL.is_file():
-        return None
+def shadow_file() -> tuple[int, float] | None:
+    """Where the shadow model disagrees; None when it is a copy of the served model."""
     session = ort.InferenceSession(str(SHADOW_MODEL), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
-    return SHADOW_MODEL, int(meta["shadow_feature"]), float(meta["shadow_threshold"])
+    if "shadow_feature" not in meta:
+        return None
+    return int(meta["shadow_feature"]), float(meta["shadow_threshold"])
 
 
 def rows_across(feature: int, threshold: float) -> tuple[list[Any], int]:
@@ -67,12 +68,8 @@ def predict(client: TestClient, rows: list[Any]) -> bytes:
 def shadowed(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, list[Any], int]]:
     """The service with its shadow model; rows to send, and how many the shadow disagrees on."""
     found = shadow_file()
-    if found is None:
-        path, (rows, expected) = Settings.from_env().model_filepath, (list(sample()), 0)
-    else:
-        path, feature, threshold = found
-        rows, expected = rows_across(feature, threshold)
-    monkeypatch.setenv("SHADOW_MODEL_FILEPATH", str(path))
+    rows, expected = (list(sample()), 0) if found is None else rows_across(*found)
+    monkeypatch.setenv("SHADOW_MODEL_FILEPATH", str(SHADOW_MODEL))
     monkeypatch.setenv("SHADOW_LOG_EVERY", "1")
     with TestClient(create_app()) as client:
         yield client, rows, expected
@@ -104,8 +101,11 @@ def test_the_shadow_disagrees_on_exactly_the_known_rows(
     assert "shadow_rows_disagreed_total" in metrics
     assert "shadow_inference_duration_seconds_count" in metrics
     logged = [r.getMessage() for r in caplog.records if "shadow comparison" in r.getMessage()]
-    assert len(logged) == len(rows)
-    assert '"primary"' in logged[0] and '"shadow"' in logged[0]
+    # SHADOW_LOG_EVERY=1: every batch logged, with both answers of each of its rows.
+    entries = [json.loads(line.split(" ", 2)[2]) for line in logged]
+    assert sum(entry["rows"] for entry in entries) == len(rows)
+    assert sum(entry["disagreed"] for entry in entries) == expected
+    assert all(len(entry["primary"]) == len(entry["shadow"]) == entry["rows"] for entry in entries)
 
 
 def test_the_answers_are_the_same_bytes_with_and_without_a_shadow(

@@ -1,13 +1,15 @@
 """The shadow model: run on the rows the served model answered, off the request's path, compared.
 
 With SHADOW_MODEL_FILEPATH set (a second ONNX model taking the same input), every prediction the
-served model makes is also queued for the shadow model; a task of the worker runs it after the
-answer has gone, in a thread, and counts the rows compared and the rows where the two disagree:
-on the label for a classifier, on a value further apart than SHADOW_TOLERANCE for a regressor.
-Nobody receives the shadow's answers. The queue holds SHADOW_QUEUE_SIZE predictions; when it is
-full a prediction is not shadowed and counted as dropped, so the shadow can never hold up or
-slow down the served model by more than the CPU its thread takes. Every SHADOW_LOG_EVERY-th
-comparison is logged with both answers, as one JSON object, for offline analysis.
+served model makes is also queued for the shadow model. A task of the worker collects what queued
+up within COLLECT_SECONDS and hands it, after the answers have gone, to a thread of the lowest CPU
+priority, which scores the whole batch in one call and counts the rows compared and the rows
+where the two models disagree: on the label for a classifier, on a value further apart than
+SHADOW_TOLERANCE for a regressor, on any output for a model whose every output is its prediction.
+Nobody receives the shadow's answers. The queue holds SHADOW_QUEUE_SIZE predictions; when the
+shadow falls behind (the served model's requests take the CPU first) it fills, and a prediction
+is then not shadowed but counted as dropped. Every SHADOW_LOG_EVERY-th batch is logged with both
+models' answers, as one JSON object, for offline analysis.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -39,11 +44,16 @@ DROPPED = Counter(
 FAILED = Counter("shadow_predictions_failed", "Predictions the shadow model could not answer.")
 SHADOW_SECONDS = Histogram(
     "shadow_inference_duration_seconds",
-    "Seconds the shadow model took to score the rows of one prediction.",
+    "Seconds the shadow model took to score one batch of queued predictions.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 # The predictions compared: class scores (or values), and labels.
 SHADOWED = ("predict", "predict_labels")
+# The tasks whose predictions of many requests the shadow scores in one call.
+BATCHED_TASKS = ("classification", "regression")
+# How long the first queued prediction waits for others to be scored with it; at most how many.
+COLLECT_SECONDS = 0.005
+MAX_BATCH = 256
 
 Job = tuple[str, Any, Any]
 
@@ -62,8 +72,12 @@ class Shadow:
         self.primary, self.model = primary, model
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=queue_size)
         self.tolerance, self.log_every = tolerance, log_every
-        self.compared = self.disagreed = self.comparisons = 0
+        self.compared = self.disagreed = self.batches = 0
+        self.label_index = {label: index for index, label in enumerate(primary.labels)}
         self.task: asyncio.Task[None] | None = None
+        # One thread of the lowest priority: the served model's requests come first for the CPU,
+        # and when the shadow falls behind, its queue fills and predictions are dropped instead.
+        self.executor = ThreadPoolExecutor(1, "shadow", initializer=lowest_priority)
 
     @classmethod
     def load(
@@ -90,6 +104,7 @@ class Shadow:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     def offer(self, predict: Callable[[Any], Any], rows: Any, answer: Any) -> None:
         """Queue a prediction for the shadow, or count it dropped; never waits."""
@@ -102,18 +117,83 @@ class Shadow:
             DROPPED.inc()
 
     async def run(self) -> None:
-        """Shadow the queued predictions one at a time, for as long as the worker serves."""
+        """Shadow the queued predictions in batches, for as long as the worker serves.
+
+        The first prediction waits COLLECT_SECONDS for others to join it, and the batch goes to
+        the thread in one hop and to the shadow model in one call: per prediction, the hand-over
+        and the call would cost more than a small model's inference.
+        """
+        loop = asyncio.get_running_loop()
         while True:
-            name, rows, answer = await self.queue.get()
-            started = perf_counter()
-            try:
-                shadowed = await asyncio.to_thread(getattr(self.model, name), rows)
-            except Exception as err:  # a shadow that fails must not take the worker down
-                FAILED.inc()
-                logger.warning("the shadow model failed: %s: %s", type(err).__name__, err)
-                continue
-            SHADOW_SECONDS.observe(perf_counter() - started)
-            self.record(self.answers(name, answer), self.answers(name, shadowed))
+            jobs = [await self.queue.get()]
+            await asyncio.sleep(COLLECT_SECONDS)
+            while not self.queue.empty() and len(jobs) < MAX_BATCH:
+                jobs.append(self.queue.get_nowait())
+            await loop.run_in_executor(self.executor, self.shadow, jobs)
+
+    def shadow(self, jobs: list[Job]) -> None:
+        """Score the batch, compare, count; in the thread."""
+        started = perf_counter()
+        try:
+            primary, shadowed = self.score_together(jobs)
+        except Exception:  # one at a time tells which prediction the model refuses
+            for job in jobs:
+                self.compare_alone(job)
+        else:
+            if self.primary.task == "classification":
+                differ = primary != shadowed
+                labels = np.asarray(self.primary.labels, dtype=object)
+                primary, shadowed = labels[primary], labels[shadowed]
+            else:
+                close = np.isclose(primary, shadowed, rtol=0.0, atol=self.tolerance)
+                differ = ~close.all(axis=1)
+            self.record(int(differ.sum()), primary.tolist(), shadowed.tolist())
+        SHADOW_SECONDS.observe(perf_counter() - started)
+
+    def score_together(self, jobs: list[Job]) -> tuple[np.ndarray, np.ndarray]:
+        """Every job's rows in one call of the shadow model: the served model's answers and the
+        shadow's, row by row (class indexes for a classifier, values for a regressor)."""
+        if self.primary.task not in BATCHED_TASKS:
+            raise TypeError("outputs by name are compared one prediction at a time")
+        rows = [row for _, job_rows, _ in jobs for row in job_rows]
+        scores = np.asarray(self.model.predict(rows))
+        if self.primary.task == "classification":
+            primary = np.concatenate([self.indexes(name, answer) for name, _, answer in jobs])
+            return primary, scores.argmax(axis=1)
+        values = [np.asarray(answer, dtype=np.float64) for _, _, answer in jobs]
+        primary = np.concatenate([value.reshape(len(value), -1) for value in values])
+        return primary, scores.astype(np.float64).reshape(len(rows), -1)
+
+    def indexes(self, name: str, answer: Any) -> np.ndarray:
+        """The class index of each row the served model answered."""
+        if name == "predict_labels":
+            return np.array([self.label_index[label] for label in answer], dtype=np.int64)
+        return np.asarray(answer).argmax(axis=1)
+
+    def compare_alone(self, job: Job) -> None:
+        """Score and compare one job; a failure is counted and logged."""
+        name, _, answer = job
+        outcome = self.score_alone(job)
+        if outcome is None:
+            return
+        try:
+            primary, shadowed = self.answers(name, answer), self.answers(name, outcome)
+            differ = sum(not self.agree(a, b) for a, b in zip(primary, shadowed, strict=True))
+        except Exception as err:  # answers that cannot be compared: said, not fatal
+            FAILED.inc()
+            logger.warning("shadow answers not comparable: %s: %s", type(err).__name__, err)
+            return
+        self.record(differ, primary, shadowed)
+
+    def score_alone(self, job: Job) -> Any:
+        """The shadow's answer to one job, or None (counted and logged) when it failed."""
+        name, rows, _ = job
+        try:
+            return getattr(self.model, name)(rows)
+        except Exception as err:  # a shadow that fails must not take the worker down
+            FAILED.inc()
+            logger.warning("the shadow model failed: %s: %s", type(err).__name__, err)
+            return None
 
     def answers(self, name: str, answer: Any) -> list[Any]:
         """What is compared, one item per row: a label, or a row's values."""
@@ -122,17 +202,26 @@ class Shadow:
         if self.primary.task == "classification":
             labels = self.primary.labels
             return [labels[index] for index in np.asarray(answer).argmax(axis=1)]
+        if isinstance(answer, dict):
+            # Every output by name (task "raw"): a row agrees when all its outputs are equal.
+            count = len(next(iter(answer.values())))
+            return [
+                json.dumps(
+                    {key: np.asarray(value[row]).tolist() for key, value in answer.items()},
+                    sort_keys=True,
+                )
+                for row in range(count)
+            ]
         return np.asarray(answer, dtype=np.float64).reshape(len(answer), -1).tolist()
 
-    def record(self, primary: list[Any], shadow: list[Any]) -> None:
-        """Count the rows and the disagreements; log every ``log_every``-th comparison."""
-        differ = sum(not self.agree(a, b) for a, b in zip(primary, shadow, strict=True))
+    def record(self, differ: int, primary: list[Any], shadow: list[Any]) -> None:
+        """Count a batch's rows and disagreements; log every ``log_every``-th batch."""
         self.compared += len(primary)
         self.disagreed += differ
-        self.comparisons += 1
+        self.batches += 1
         COMPARED.inc(len(primary))
         DISAGREED.inc(differ)
-        if self.comparisons % self.log_every == 0:
+        if self.batches % self.log_every == 0:
             entry = {
                 "rows": len(primary),
                 "disagreed": differ,
@@ -146,3 +235,10 @@ class Shadow:
         if isinstance(primary, str):
             return bool(primary == shadow)
         return bool(np.allclose(primary, shadow, rtol=0.0, atol=self.tolerance))
+
+
+def lowest_priority() -> None:
+    """Give the calling thread the lowest CPU priority (nice 19) where the OS allows it."""
+    # On Linux a thread has a nice value of its own, set through its thread ID.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
