@@ -5,6 +5,7 @@ Zero failed checks, except those listed with their reasons in .checkov.yaml at t
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +67,9 @@ def test_every_skipped_check_gives_its_reason() -> None:
 def _write_rendered_canary(project: Path, target: Path) -> None:
     """The canary overlay as kustomize applies it (candidate.yaml patched in), for checkov."""
     overlay = project / "manifests" / "overlays" / "canary"
-    if not overlay.is_dir():
+    # Without kubectl the overlay's own files are still scanned; tests/test_canary.py says why
+    # it could not render them.
+    if not overlay.is_dir() or shutil.which("kubectl") is None:
         return
     rendered = subprocess.run(
         ["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True

@@ -4,8 +4,9 @@ The service runs as in production (run.sh: gunicorn, two workers) while client t
 requests without pause; the model is swapped to another one, then to a corrupt file. No request
 may fail or be refused, every answer must come from exactly one of the two models, and /metadata
 must name the model that serves after each step. The second model is ``tests/data/next-model.onnx``:
-another model for a sample model; for a project serving its own model, a copy of that model (the
-answers then cannot tell the two apart, /metadata and the swap's outcome still can).
+another model with the same input for the iris sample models, a copy of the served model for a
+project serving its own; with no such file (the digits sample has no second model), a copy of the
+served model too. A copy's answers cannot tell the two apart; /metadata and the outcome still can.
 """
 
 from __future__ import annotations
@@ -102,9 +103,13 @@ def sample_body(url: str) -> dict[str, Any]:
         width = 1
         for size in shape:
             width *= size
-        if meta["datatype"] == "BYTES":
+        if meta["datatype"].startswith(("INT", "UINT")):
+            data: list[Any] = [index % 7 for index in range(width)]
+        elif meta["datatype"] == "BOOL":
+            data = [index % 2 == 0 for index in range(width)]
+        elif meta["datatype"] == "BYTES":
             sample = getattr(config, "DATA_SAMPLE")  # noqa: B009 - not every pattern has it
-            data: list[Any] = [str(sample[0][meta["name"]])] * width
+            data = [str(sample[0][meta["name"]])] * width
         else:
             data = [round(0.1 + (index % 7) / 2, 2) for index in range(width)]
         tensors.append(
@@ -163,7 +168,7 @@ def served_sha256(url: str) -> str:
 def test_swaps_under_load_fail_no_request(service: str, tmp_path: Path) -> None:
     first = Settings.from_env().model_filepath
     second = tmp_path / "next.onnx"
-    shutil.copyfile(NEXT_MODEL, second)
+    shutil.copyfile(NEXT_MODEL if NEXT_MODEL.is_file() else first, second)
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(second.read_bytes()[:64])
     body = sample_body(service)

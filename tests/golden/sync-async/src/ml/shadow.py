@@ -73,6 +73,9 @@ class Shadow:
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=queue_size)
         self.tolerance, self.log_every = tolerance, log_every
         self.compared = self.disagreed = self.batches = 0
+        # Counted here and published by the task: a metrics file write on every dropped request
+        # would cost the busy service more than the drop saves.
+        self.dropped = self.published_drops = 0
         self.label_index = {label: index for index, label in enumerate(primary.labels)}
         self.task: asyncio.Task[None] | None = None
         # One thread of the lowest priority: the served model's requests come first for the CPU,
@@ -114,7 +117,13 @@ class Shadow:
         try:
             self.queue.put_nowait((name, rows, answer))
         except asyncio.QueueFull:
-            DROPPED.inc()
+            self.dropped += 1
+
+    def publish_drops(self) -> None:
+        """Add the drops counted since the last call to shadow_predictions_dropped_total."""
+        if self.dropped > self.published_drops:
+            DROPPED.inc(self.dropped - self.published_drops)
+            self.published_drops = self.dropped
 
     async def run(self) -> None:
         """Shadow the queued predictions in batches, for as long as the worker serves.
@@ -129,6 +138,7 @@ class Shadow:
             await asyncio.sleep(COLLECT_SECONDS)
             while not self.queue.empty() and len(jobs) < MAX_BATCH:
                 jobs.append(self.queue.get_nowait())
+            self.publish_drops()
             await loop.run_in_executor(self.executor, self.shadow, jobs)
 
     def shadow(self, jobs: list[Job]) -> None:
@@ -142,13 +152,18 @@ class Shadow:
         else:
             if self.primary.task == "classification":
                 differ = primary != shadowed
-                labels = np.asarray(self.primary.labels, dtype=object)
-                primary, shadowed = labels[primary], labels[shadowed]
             else:
                 close = np.isclose(primary, shadowed, rtol=0.0, atol=self.tolerance)
                 differ = ~close.all(axis=1)
-            self.record(int(differ.sum()), primary.tolist(), shadowed.tolist())
+            self.record(int(differ.sum()), len(primary), lambda: self.readable(primary, shadowed))
         SHADOW_SECONDS.observe(perf_counter() - started)
+
+    def readable(self, primary: np.ndarray, shadowed: np.ndarray) -> tuple[list[Any], list[Any]]:
+        """Both models' answers of a batch as lists, labels by name: for the log."""
+        if self.primary.task == "classification":
+            labels = np.asarray(self.primary.labels, dtype=object)
+            primary, shadowed = labels[primary], labels[shadowed]
+        return primary.tolist(), shadowed.tolist()
 
     def score_together(self, jobs: list[Job]) -> tuple[np.ndarray, np.ndarray]:
         """Every job's rows in one call of the shadow model: the served model's answers and the
@@ -183,7 +198,7 @@ class Shadow:
             FAILED.inc()
             logger.warning("shadow answers not comparable: %s: %s", type(err).__name__, err)
             return
-        self.record(differ, primary, shadowed)
+        self.record(differ, len(primary), lambda: (primary, shadowed))
 
     def score_alone(self, job: Job) -> Any:
         """The shadow's answer to one job, or None (counted and logged) when it failed."""
@@ -214,20 +229,19 @@ class Shadow:
             ]
         return np.asarray(answer, dtype=np.float64).reshape(len(answer), -1).tolist()
 
-    def record(self, differ: int, primary: list[Any], shadow: list[Any]) -> None:
-        """Count a batch's rows and disagreements; log every ``log_every``-th batch."""
-        self.compared += len(primary)
+    def record(
+        self, differ: int, rows: int, answers: Callable[[], tuple[list[Any], list[Any]]]
+    ) -> None:
+        """Count a batch's rows and disagreements; log every ``log_every``-th batch with both
+        models' answers (``answers`` makes them only then)."""
+        self.compared += rows
         self.disagreed += differ
         self.batches += 1
-        COMPARED.inc(len(primary))
+        COMPARED.inc(rows)
         DISAGREED.inc(differ)
         if self.batches % self.log_every == 0:
-            entry = {
-                "rows": len(primary),
-                "disagreed": differ,
-                "primary": primary,
-                "shadow": shadow,
-            }
+            primary, shadow = answers()
+            entry = {"rows": rows, "disagreed": differ, "primary": primary, "shadow": shadow}
             logger.info("shadow comparison %s", json.dumps(entry))
 
     def agree(self, primary: Any, shadow: Any) -> bool:
