@@ -2,34 +2,34 @@
 
 With SHADOW_MODEL_FILEPATH set (a second ONNX model taking the same input), every prediction the
 served model makes is also queued for the shadow model. A task of the worker collects what queued
-up within COLLECT_SECONDS and hands it, after the answers have gone, to a thread of the lowest CPU
-priority, which scores the whole batch in one call and counts the rows compared and the rows
-where the two models disagree: on the label for a classifier, on a value further apart than
+up within COLLECT_SECONDS and, after the answers have gone, sends it in one piece to the worker's
+shadow process (src.ml.shadow_process, at the lowest CPU priority), which scores the whole batch
+in one call and compares: on the label for a classifier, on a value further apart than
 SHADOW_TOLERANCE for a regressor, on any output for a model whose every output is its prediction.
-Nobody receives the shadow's answers. The queue holds SHADOW_QUEUE_SIZE predictions; when the
-shadow falls behind (the served model's requests take the CPU first) it fills, and a prediction
-is then not shadowed but counted as dropped. Every SHADOW_LOG_EVERY-th batch is logged with both
-models' answers, as one JSON object, for offline analysis.
+The worker counts the rows compared and the rows where the two models disagree. Nobody receives
+the shadow's answers. The queue holds SHADOW_QUEUE_SIZE predictions, and at most IN_FLIGHT
+batches are with the process; when the shadow falls behind (the served model's requests take the
+CPU first) the queue fills, and a prediction is then not shadowed but counted as dropped. Every
+SHADOW_LOG_EVERY-th batch is logged with both models' answers, as one JSON object, for offline
+analysis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
-import threading
+import pickle
+import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from time import perf_counter
 from typing import Any
 
 import numpy as np
 from prometheus_client import Counter, Histogram
 
-from src.ml.classifier import Classifier
+from src.ml.classifier import Classifier, ModelLoadError
+from src.ml.shadow_process import HEADER, frame
 
 logger = logging.getLogger(__name__)
 
@@ -49,65 +49,110 @@ SHADOW_SECONDS = Histogram(
 )
 # The predictions compared: class scores (or values), and labels.
 SHADOWED = ("predict", "predict_labels")
-# The tasks whose predictions of many requests the shadow scores in one call.
-BATCHED_TASKS = ("classification", "regression")
-# How long the first queued prediction waits for others to be scored with it; at most how many.
+# How long the first queued prediction waits for others to be sent with it; at most how many.
 COLLECT_SECONDS = 0.005
 MAX_BATCH = 256
+# Batches sent to the process and not answered yet: one scored, one waiting.
+IN_FLIGHT = 2
+# How long the process may take to load and test the shadow model, and to stop.
+START_SECONDS = 120.0
+STOP_SECONDS = 5.0
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 Job = tuple[str, Any, Any]
 
 
 class Shadow:
-    """The shadow model of one worker: its queue, the task that empties it, and what it found."""
+    """The shadow model of one worker: its queue, its process, and what it found."""
 
     def __init__(
         self,
         primary: Classifier,
-        model: Classifier,
+        files: tuple[Path, Path, str],
         queue_size: int,
         tolerance: float,
         log_every: int,
     ) -> None:
-        self.primary, self.model = primary, model
+        self.primary = primary
+        # The shadow model's file, the labels, the output scored.
+        self.files = files
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=queue_size)
         self.tolerance, self.log_every = tolerance, log_every
-        self.compared = self.disagreed = self.batches = 0
+        self.compared = self.disagreed = 0
         # Counted here and published by the task: a metrics file write on every dropped request
         # would cost the busy service more than the drop saves.
         self.dropped = self.published_drops = 0
-        self.label_index = {label: index for index, label in enumerate(primary.labels)}
-        self.task: asyncio.Task[None] | None = None
-        # One thread of the lowest priority: the served model's requests come first for the CPU,
-        # and when the shadow falls behind, its queue fills and predictions are dropped instead.
-        self.executor = ThreadPoolExecutor(1, "shadow", initializer=lowest_priority)
+        self.model_path, self.sha256 = files[0], ""
+        self.process: asyncio.subprocess.Process | None = None
+        self.tasks: list[asyncio.Task[None]] = []
 
     @classmethod
-    def load(
+    async def load(
         cls, primary: Classifier, files: tuple[Path, Path, str], sample: Any, **options: Any
     ) -> Shadow:
-        """Load the shadow model (its file, the labels, the output scored), as ``primary`` was,
-        and give it the start-up test with ``sample``; ``options`` are the constructor's.
+        """Start the shadow's process, which loads the shadow model (its file, the labels, the
+        output scored) as ``primary`` was and tests it with ``sample``; ``options`` are the
+        constructor's.
 
         A model that cannot load or answer the sample is a ModelLoadError: the worker does not
         start, as with a bad served model.
         """
-        path, labels, output = files
-        model = Classifier.load(path, labels, output, 1, primary.task)
-        model.self_test(sample)
-        return cls(primary, model, **options)
+        shadow = cls(primary, files, **options)
+        try:
+            await asyncio.wait_for(shadow.start(sample), START_SECONDS)
+        except BaseException:
+            await shadow.stop()
+            raise
+        return shadow
 
-    def start(self) -> None:
-        """Start the task that runs the shadow model."""
-        self.task = asyncio.create_task(self.run())
+    async def start(self, sample: Any) -> None:
+        """Start the process, set it up, and start the tasks that feed it and hear it."""
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "src.ml.shadow_process",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=PROJECT_ROOT,
+        )
+        path, labels, output = self.files
+        setup = {
+            "path": str(path),
+            "labels": str(labels),
+            "output": output,
+            "task": self.primary.task,
+            "sample": sample,
+            "tolerance": self.tolerance,
+            "log_every": self.log_every,
+        }
+        self.send(setup)
+        reply = await self.receive()
+        if reply is None or "error" in reply:
+            reason = "the process ended" if reply is None else reply["error"]
+            raise ModelLoadError(f"{path}: shadow model: {reason}")
+        self.model_path, self.sha256 = Path(reply["path"]), reply["sha256"]
+        slots = asyncio.Semaphore(IN_FLIGHT)
+        self.tasks = [
+            asyncio.create_task(self.feed(slots)),
+            asyncio.create_task(self.hear(slots)),
+        ]
 
     async def stop(self) -> None:
-        """Stop the task; what is still queued is not shadowed."""
-        if self.task is not None:
-            self.task.cancel()
+        """Stop the tasks and the process; what is still queued is not shadowed."""
+        for task in self.tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        self.executor.shutdown(wait=False, cancel_futures=True)
+                await task
+        process, self.process = self.process, None
+        if process is None or process.returncode is not None:
+            return
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), STOP_SECONDS)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
     def offer(self, predict: Callable[[Any], Any], rows: Any, answer: Any) -> None:
         """Queue a prediction for the shadow, or count it dropped; never waits."""
@@ -125,134 +170,66 @@ class Shadow:
             DROPPED.inc(self.dropped - self.published_drops)
             self.published_drops = self.dropped
 
-    async def run(self) -> None:
-        """Shadow the queued predictions in batches, for as long as the worker serves.
+    async def feed(self, slots: asyncio.Semaphore) -> None:
+        """Send the queued predictions to the process in batches, for as long as it runs.
 
         The first prediction waits COLLECT_SECONDS for others to join it, and the batch goes to
-        the thread in one hop and to the shadow model in one call: per prediction, the hand-over
-        and the call would cost more than a small model's inference.
+        the process in one write and to the shadow model in one call: per prediction, the
+        hand-over and the call would cost more than a small model's inference.
         """
-        loop = asyncio.get_running_loop()
         while True:
+            await slots.acquire()
             jobs = [await self.queue.get()]
             await asyncio.sleep(COLLECT_SECONDS)
             while not self.queue.empty() and len(jobs) < MAX_BATCH:
                 jobs.append(self.queue.get_nowait())
             self.publish_drops()
-            await loop.run_in_executor(self.executor, self.shadow, jobs)
+            # Lists pickle ten times faster than small arrays, and compare the same.
+            batch = [(name, rows, plain(answer)) for name, rows, answer in jobs]
+            try:
+                self.send(batch)
+            except (ConnectionError, RuntimeError):  # the process is gone: hear() says so
+                return
 
-    def shadow(self, jobs: list[Job]) -> None:
-        """Score the batch, compare, count; in the thread."""
-        started = perf_counter()
+    async def hear(self, slots: asyncio.Semaphore) -> None:
+        """Count what the process found in each batch, for as long as it runs."""
+        while (result := await self.receive()) is not None:
+            slots.release()
+            self.record(result)
+        code = None if self.process is None else await self.process.wait()
+        logger.error("the shadow process ended (exit code %s): predictions are not shadowed", code)
+
+    def send(self, value: Any) -> None:
+        """Write one frame to the process."""
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write(frame(value))
+
+    async def receive(self) -> Any:
+        """The process's next frame; None when it ended."""
+        assert self.process is not None and self.process.stdout is not None
+        stdout = self.process.stdout
         try:
-            primary, shadowed = self.score_together(jobs)
-        except Exception:  # one at a time tells which prediction the model refuses
-            for job in jobs:
-                self.compare_alone(job)
-        else:
-            if self.primary.task == "classification":
-                differ = primary != shadowed
-            else:
-                close = np.isclose(primary, shadowed, rtol=0.0, atol=self.tolerance)
-                differ = ~close.all(axis=1)
-            self.record(int(differ.sum()), len(primary), lambda: self.readable(primary, shadowed))
-        SHADOW_SECONDS.observe(perf_counter() - started)
-
-    def readable(self, primary: np.ndarray, shadowed: np.ndarray) -> tuple[list[Any], list[Any]]:
-        """Both models' answers of a batch as lists, labels by name: for the log."""
-        if self.primary.task == "classification":
-            labels = np.asarray(self.primary.labels, dtype=object)
-            primary, shadowed = labels[primary], labels[shadowed]
-        return primary.tolist(), shadowed.tolist()
-
-    def score_together(self, jobs: list[Job]) -> tuple[np.ndarray, np.ndarray]:
-        """Every job's rows in one call of the shadow model: the served model's answers and the
-        shadow's, row by row (class indexes for a classifier, values for a regressor)."""
-        if self.primary.task not in BATCHED_TASKS:
-            raise TypeError("outputs by name are compared one prediction at a time")
-        rows = [row for _, job_rows, _ in jobs for row in job_rows]
-        scores = np.asarray(self.model.predict(rows))
-        if self.primary.task == "classification":
-            primary = np.concatenate([self.indexes(name, answer) for name, _, answer in jobs])
-            return primary, scores.argmax(axis=1)
-        values = [np.asarray(answer, dtype=np.float64) for _, _, answer in jobs]
-        primary = np.concatenate([value.reshape(len(value), -1) for value in values])
-        return primary, scores.astype(np.float64).reshape(len(rows), -1)
-
-    def indexes(self, name: str, answer: Any) -> np.ndarray:
-        """The class index of each row the served model answered."""
-        if name == "predict_labels":
-            return np.array([self.label_index[label] for label in answer], dtype=np.int64)
-        return np.asarray(answer).argmax(axis=1)
-
-    def compare_alone(self, job: Job) -> None:
-        """Score and compare one job; a failure is counted and logged."""
-        name, _, answer = job
-        outcome = self.score_alone(job)
-        if outcome is None:
-            return
-        try:
-            primary, shadowed = self.answers(name, answer), self.answers(name, outcome)
-            differ = sum(not self.agree(a, b) for a, b in zip(primary, shadowed, strict=True))
-        except Exception as err:  # answers that cannot be compared: said, not fatal
-            FAILED.inc()
-            logger.warning("shadow answers not comparable: %s: %s", type(err).__name__, err)
-            return
-        self.record(differ, len(primary), lambda: (primary, shadowed))
-
-    def score_alone(self, job: Job) -> Any:
-        """The shadow's answer to one job, or None (counted and logged) when it failed."""
-        name, rows, _ = job
-        try:
-            return getattr(self.model, name)(rows)
-        except Exception as err:  # a shadow that fails must not take the worker down
-            FAILED.inc()
-            logger.warning("the shadow model failed: %s: %s", type(err).__name__, err)
+            header = await stdout.readexactly(HEADER.size)
+            body = await stdout.readexactly(HEADER.unpack(header)[0])
+        except (asyncio.IncompleteReadError, ConnectionError):
             return None
+        return pickle.loads(body)
 
-    def answers(self, name: str, answer: Any) -> list[Any]:
-        """What is compared, one item per row: a label, or a row's values."""
-        if name == "predict_labels":
-            return list(answer)
-        if self.primary.task == "classification":
-            labels = self.primary.labels
-            return [labels[index] for index in np.asarray(answer).argmax(axis=1)]
-        if isinstance(answer, dict):
-            # Every output by name (task "raw"): a row agrees when all its outputs are equal.
-            count = len(next(iter(answer.values())))
-            return [
-                json.dumps(
-                    {key: np.asarray(value[row]).tolist() for key, value in answer.items()},
-                    sort_keys=True,
-                )
-                for row in range(count)
-            ]
-        return np.asarray(answer, dtype=np.float64).reshape(len(answer), -1).tolist()
-
-    def record(
-        self, differ: int, rows: int, answers: Callable[[], tuple[list[Any], list[Any]]]
-    ) -> None:
-        """Count a batch's rows and disagreements; log every ``log_every``-th batch with both
-        models' answers (``answers`` makes them only then)."""
+    def record(self, result: dict[str, Any]) -> None:
+        """Count a batch's rows, disagreements and failures; log what the process says to."""
+        rows, differ = result["rows"], result["disagreed"]
         self.compared += rows
         self.disagreed += differ
-        self.batches += 1
         COMPARED.inc(rows)
         DISAGREED.inc(differ)
-        if self.batches % self.log_every == 0:
-            primary, shadow = answers()
-            entry = {"rows": rows, "disagreed": differ, "primary": primary, "shadow": shadow}
-            logger.info("shadow comparison %s", json.dumps(entry))
-
-    def agree(self, primary: Any, shadow: Any) -> bool:
-        """One row: the same label, or every value within the tolerance."""
-        if isinstance(primary, str):
-            return bool(primary == shadow)
-        return bool(np.allclose(primary, shadow, rtol=0.0, atol=self.tolerance))
+        SHADOW_SECONDS.observe(result["seconds"])
+        for failure in result["failures"]:
+            FAILED.inc()
+            logger.warning("%s", failure)
+        if result["entry"] is not None:
+            logger.info("shadow comparison %s", result["entry"])
 
 
-def lowest_priority() -> None:
-    """Give the calling thread the lowest CPU priority (nice 19) where the OS allows it."""
-    # On Linux a thread has a nice value of its own, set through its thread ID.
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+def plain(answer: Any) -> Any:
+    """An answer as Python lists where it is an array."""
+    return answer.tolist() if isinstance(answer, np.ndarray) else answer

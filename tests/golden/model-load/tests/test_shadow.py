@@ -128,7 +128,8 @@ def test_a_full_queue_drops_the_prediction_and_counts_it(
     shadowed: tuple[TestClient, list[Any], int],
 ) -> None:
     _, rows, _ = shadowed
-    shadow = shadowing.Shadow(deps.SHADOWS[0].primary, deps.SHADOWS[0].model, 1, 1e-4, 1)
+    running = deps.SHADOWS[0]
+    shadow = shadowing.Shadow(running.primary, running.files, 1, 1e-4, 1)
     before = dropped()
     predict_scores = shadow.primary.predict
     shadow.offer(predict_scores, rows, None)
@@ -137,6 +138,32 @@ def test_a_full_queue_drops_the_prediction_and_counts_it(
     shadow.publish_drops()
     shadow.publish_drops()
     assert dropped() == before + 1
+
+
+def test_the_shadow_process_ends_with_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHADOW_MODEL_FILEPATH", str(shadow_path()))
+    with TestClient(create_app()):
+        process = deps.SHADOWS[0].process
+        assert process is not None and process.returncode is None
+    assert process.returncode == 0
+    assert not deps.SHADOWS
+
+
+def test_a_shadow_process_that_dies_leaves_the_answers_alone(
+    shadowed: tuple[TestClient, list[Any], int], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, rows, _ = shadowed
+    expected = predict(client, rows)
+    process = deps.SHADOWS[0].process
+    assert process is not None
+    with caplog.at_level(logging.ERROR, logger="src.ml.shadow"):
+        process.kill()
+        deadline = time.monotonic() + 10
+        while "shadow process ended" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "shadow process ended" in caplog.text
+        for _ in range(3):
+            assert predict(client, rows) == expected
 
 
 def test_a_shadow_model_that_cannot_load_stops_the_start(

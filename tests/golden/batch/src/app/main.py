@@ -25,12 +25,12 @@ from src.ml.shadow import Shadow
 logger = logging.getLogger(__name__)
 
 
-def start_shadow(settings: Settings, primary: Classifier) -> Shadow | None:
+async def start_shadow(settings: Settings, primary: Classifier) -> Shadow | None:
     """The shadow model SHADOW_MODEL_FILEPATH names, loaded, tested and running; else None."""
     if settings.shadow_model_filepath is None:
         return None
     files = (settings.shadow_model_filepath, settings.label_filepath, config.OUTPUT_NAME)
-    shadow = Shadow.load(
+    shadow = await Shadow.load(
         primary,
         files,
         config.DATA_SAMPLE,
@@ -38,9 +38,8 @@ def start_shadow(settings: Settings, primary: Classifier) -> Shadow | None:
         tolerance=settings.shadow_tolerance,
         log_every=settings.shadow_log_every,
     )
-    shadow.start()
     deps.SHADOWS[:] = [shadow]
-    logger.info("shadow model ready: %s sha256=%s", shadow.model.model_path, shadow.model.sha256)
+    logger.info("shadow model ready: %s sha256=%s", shadow.model_path, shadow.sha256)
     return shadow
 
 
@@ -62,7 +61,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
     app.state.predictions = PredictionStore(
         settings.database_url, settings.database_timeout_seconds
     )
-    shadow = start_shadow(settings, app.state.classifier)
+    shadow = await start_shadow(settings, app.state.classifier)
     # Everything loaded so far lives as long as the worker: keep the collector from rescanning it.
     gc.collect()
     gc.freeze()
