@@ -17,6 +17,7 @@ import joblib
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
+from serving import mlserver_settings  # noqa: E402 - beside this file
 from train_sample_models import build_iris  # noqa: E402 - the training code lives in scripts/
 
 
@@ -26,13 +27,7 @@ def main() -> None:
     model_dir = out / "iris"
     model_dir.mkdir(parents=True, exist_ok=True)
     joblib.dump(build_iris().classifier, model_dir / "model.joblib")
-    settings = {
-        "http_port": port,
-        "grpc_port": port + 1000,
-        "metrics_port": port + 2000,
-        "parallel_workers": workers,
-        "debug": False,
-    }
+    settings = {**mlserver_settings(port), "parallel_workers": workers}
     (out / "settings.json").write_text(json.dumps(settings))
     model = {
         "name": "iris",

@@ -187,7 +187,7 @@ def mlserver_server(port: int) -> Server:
         {"PATH": os.environ["PATH"]},
         f"{url}/ready",
         f"{url}/infer",
-        _v2_body,
+        v2_body,
     )
 
 
@@ -199,10 +199,23 @@ def _records_body(rows: list[list[float]]) -> bytes:
     return json.dumps({"data": (RECORDS * 22)[: len(rows)]}).encode()
 
 
-def _v2_body(rows: list[list[float]]) -> bytes:
+def v2_body(rows: list[list[float]], datatype: str = "FP32") -> bytes:
+    """MLServer's V2 request for ``rows``, asking for the class probabilities."""
     flat = [value for row in rows for value in row]
-    tensor = {"name": "input-0", "shape": [len(rows), 4], "datatype": "FP32", "data": flat}
+    shape = [len(rows), len(rows[0])]
+    tensor = {"name": "input-0", "shape": shape, "datatype": datatype, "data": flat}
     return json.dumps({"inputs": [tensor], "outputs": [{"name": "predict_proba"}]}).encode()
+
+
+def mlserver_settings(port: int) -> dict[str, object]:
+    """MLServer's settings.json: its ports from ``port``, WORKERS parallel workers."""
+    return {
+        "http_port": port,
+        "grpc_port": port + 1000,
+        "metrics_port": port + 2000,
+        "parallel_workers": WORKERS,
+        "debug": False,
+    }
 
 
 def start(server: Server) -> tuple[subprocess.Popen[bytes], float]:

@@ -249,6 +249,9 @@ class Variables(BaseModel):
     max_body_bytes: int = Field(1_048_576, ge=1024, le=1_073_741_824)
     timeout_seconds: int = Field(30, ge=1, le=3600)
     offload_inference: bool = False
+    # Adaptive batching in the generated service: 0 is off.
+    batch_max_size: int = Field(0, ge=0, le=4096)
+    batch_max_delay_ms: float = Field(5.0, gt=0, le=1000)
     image_repository: Annotated[str, _matches(IMAGE_REPOSITORY, "an image repository")] | None = (
         None
     )

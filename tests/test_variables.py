@@ -140,3 +140,22 @@ def test_the_command_line_name_wins_over_the_file(tmp_path: Path) -> None:
     result = build(name="fraud-scorer", output_dir=tmp_path, dry_run=True)
     assert result.variables.name == "fraud-scorer"
     assert result.target == tmp_path / "fraud-scorer"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("batch_max_size", -1), ("batch_max_size", 5000), ("batch_max_delay_ms", 0)],
+)
+def test_batching_limits_out_of_range_name_the_key(key: str, value: int) -> None:
+    with pytest.raises(VariablesError, match=rf"^v\.yaml: {key}"):
+        validate_variables({"name": "a", key: value}, "v.yaml")
+
+
+def test_batching_variables_become_the_services_defaults(tmp_path: Path) -> None:
+    target = build(
+        variable_file=write_vars(tmp_path, batch_max_size=32, batch_max_delay_ms=2.5),
+        output_dir=tmp_path / "out",
+    ).target
+    config = (target / "src" / "app" / "config.py").read_text()
+    assert "batch_max_size=_batch_size(env, 32)" in config
+    assert 'batch_max_delay_ms=_positive_float(env, "BATCH_MAX_DELAY_MS", 2.5)' in config

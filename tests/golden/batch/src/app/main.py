@@ -19,6 +19,7 @@ from src.app.limits import BUDGET_STATE_KEY, BodyBudget, BodySizeLimit
 from src.app.observe import NO_TELEMETRY, Observe
 from src.app.predictions import PredictionStore, redacted
 from src.app.routers import health, monitoring, predict, predictions, v2
+from src.ml.batching import Batcher
 from src.ml.classifier import Classifier
 from src.ml.shadow import Shadow
 
@@ -43,6 +44,21 @@ async def start_shadow(settings: Settings, primary: Classifier) -> Shadow | None
     return shadow
 
 
+def start_batcher(settings: Settings, model: Classifier) -> Batcher | None:
+    """The batcher BATCH_MAX_SIZE asks for, running; else None."""
+    if not settings.batch_max_size:
+        return None
+    batcher = Batcher(model, settings.batch_max_size, settings.batch_max_delay_ms / 1000)
+    batcher.start()
+    deps.BATCHERS[:] = [batcher]
+    logger.info(
+        "adaptive batching: up to %d rows, %g ms",
+        settings.batch_max_size,
+        settings.batch_max_delay_ms,
+    )
+    return batcher
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
     """Load the model once per worker and test it before the worker reports ready."""
@@ -62,6 +78,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
         settings.database_url, settings.database_timeout_seconds
     )
     shadow = await start_shadow(settings, app.state.classifier)
+    batcher = start_batcher(settings, app.state.classifier)
     # Everything loaded so far lives as long as the worker: keep the collector from rescanning it.
     gc.collect()
     gc.freeze()
@@ -75,6 +92,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
     if shadow is not None:
         await shadow.stop()
         deps.SHADOWS.clear()
+    if batcher is not None:
+        await batcher.stop()
+        deps.BATCHERS.clear()
     await app.state.predictions.close()
 
 

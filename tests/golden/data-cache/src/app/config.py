@@ -73,6 +73,9 @@ class Settings:
     shadow_queue_size: int
     shadow_tolerance: float
     shadow_log_every: int
+    # Adaptive batching (src.ml.batching): off when 0.
+    batch_max_size: int
+    batch_max_delay_ms: float
     data_uri: str
     max_item_bytes: int
     redis_url: str
@@ -102,6 +105,8 @@ class Settings:
             shadow_queue_size=positive_int(env, "SHADOW_QUEUE_SIZE", 100),
             shadow_tolerance=_positive_float(env, "SHADOW_TOLERANCE", 1e-4),
             shadow_log_every=positive_int(env, "SHADOW_LOG_EVERY", 100),
+            batch_max_size=_batch_size(env, 0),
+            batch_max_delay_ms=_positive_float(env, "BATCH_MAX_DELAY_MS", 5.0),
             data_uri=env.get("DATA_URI") or str(PROJECT_ROOT / "data"),
             max_item_bytes=positive_int(env, "MAX_ITEM_BYTES", 4 * 1024 * 1024),
             redis_url=_redis_url(env),
@@ -135,6 +140,16 @@ def positive_int(env: Mapping[str, str], key: str, default: int) -> int:
     if value < 1:
         raise SettingsError(f"{key}={raw!r}: expected a positive integer")
     return value
+
+
+def _batch_size(env: Mapping[str, str], default: int) -> int:
+    """BATCH_MAX_SIZE: 0 (batching off) or the most rows in one batch."""
+    raw = env.get("BATCH_MAX_SIZE")
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise SettingsError(f"BATCH_MAX_SIZE={raw!r}: expected 0 (off) or a positive integer")
+    return int(raw)
 
 
 def _positive_float(env: Mapping[str, str], key: str, default: float) -> float:

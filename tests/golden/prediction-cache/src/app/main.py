@@ -21,6 +21,7 @@ from src.app.observe import NO_TELEMETRY, Observe
 from src.app.routers import health, monitoring, predict, v2
 from src.cache.answers import AnswerCache
 from src.cache.guard import redacted
+from src.ml.batching import Batcher
 from src.ml.classifier import Classifier
 from src.ml.shadow import Shadow
 
@@ -43,6 +44,21 @@ async def start_shadow(settings: Settings, primary: Classifier) -> Shadow | None
     deps.SHADOWS[:] = [shadow]
     logger.info("shadow model ready: %s sha256=%s", shadow.model_path, shadow.sha256)
     return shadow
+
+
+def start_batcher(settings: Settings, model: Classifier) -> Batcher | None:
+    """The batcher BATCH_MAX_SIZE asks for, running; else None."""
+    if not settings.batch_max_size:
+        return None
+    batcher = Batcher(model, settings.batch_max_size, settings.batch_max_delay_ms / 1000)
+    batcher.start()
+    deps.BATCHERS[:] = [batcher]
+    logger.info(
+        "adaptive batching: up to %d rows, %g ms",
+        settings.batch_max_size,
+        settings.batch_max_delay_ms,
+    )
+    return batcher
 
 
 @asynccontextmanager
@@ -71,6 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
     # Redis being down does not stop the service from starting: it serves uncached meanwhile.
     health_now = await cache.check()
     shadow = await start_shadow(settings, app.state.classifier)
+    batcher = start_batcher(settings, app.state.classifier)
     # Everything loaded so far lives as long as the worker: keep the collector from rescanning it.
     gc.collect()
     gc.freeze()
@@ -90,6 +107,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
     if shadow is not None:
         await shadow.stop()
         deps.SHADOWS.clear()
+    if batcher is not None:
+        await batcher.stop()
+        deps.BATCHERS.clear()
     await cache.close()
 
 

@@ -12,12 +12,15 @@ from starlette.concurrency import run_in_threadpool
 
 from src.app.config import Settings
 from src.app.metrics import TALLY
+from src.ml.batching import Batcher
 from src.ml.classifier import Classifier
 from src.ml.shadow import Shadow
 
 # This worker's shadow model (src.ml.shadow), when SHADOW_MODEL_FILEPATH names one: set by the
 # lifespan. A list, so that the lifespan fills it in place.
 SHADOWS: list[Shadow] = []
+# This worker's batcher (src.ml.batching), when BATCH_MAX_SIZE is set: set by the lifespan.
+BATCHERS: list[Batcher] = []
 
 
 def get_classifier(request: Request) -> Classifier:
@@ -40,10 +43,13 @@ async def infer(settings: Settings, predict: Callable[[Any], Any], rows: Any) ->
     """Run inference inline (a small model is faster than a thread hop) or off the event loop.
 
     Every route that scores rows comes through here, the fast path's too: this is where the
-    inference latency is measured, and where the shadow model is handed the prediction.
+    inference latency is measured (with batching on, the wait for batch-mates included), and
+    where the shadow model is handed the prediction.
     """
     started = perf_counter()
-    if settings.offload_inference:
+    if BATCHERS and BATCHERS[0].takes(predict):
+        result = await BATCHERS[0].predict(predict, rows)
+    elif settings.offload_inference:
         result = await run_in_threadpool(predict, rows)
     else:
         result = predict(rows)
