@@ -329,6 +329,7 @@ def template_context(variables: Variables, chosen: Pattern, served: ServedModel)
         "pattern": chosen.name,
         "pattern_description": chosen.info.description,
         "components": chosen.info.components,
+        "serves_grpc": chosen.info.grpc,
         "builder_version": __version__,
         "model": {
             "task": served.task,

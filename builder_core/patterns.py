@@ -59,6 +59,9 @@ class PatternInfo(BaseModel):
     request: Literal["rows", "data-id"] = "rows"
     # The model tasks the pattern serves (builder_core.model.Task): all of them unless it says.
     tasks: list[Task] = Field(default_factory=lambda: list(get_args(Task)), min_length=1)
+    # Whether its api serves the Open Inference Protocol over gRPC too (on grpc_port); not so
+    # for an api that answers with something of its own rather than the model's outputs.
+    grpc: bool = True
     # The pattern's own variables: a default (whose type is the variable's type; a string is a
     # "token"), or ``{default: ..., type: ...}`` naming one of builder's string types.
     variables: dict[str, str | bool | int | float | VariableSpec] = Field(default_factory=dict)

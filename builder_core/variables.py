@@ -252,6 +252,8 @@ class Variables(BaseModel):
     # Adaptive batching in the generated service: 0 is off.
     batch_max_size: int = Field(0, ge=0, le=4096)
     batch_max_delay_ms: float = Field(5.0, gt=0, le=1000)
+    # The Open Inference Protocol over gRPC in the generated service: 0 is off.
+    grpc_port: int = Field(8001, ge=0, le=65535)
     image_repository: Annotated[str, _matches(IMAGE_REPOSITORY, "an image repository")] | None = (
         None
     )
@@ -270,6 +272,14 @@ class Variables(BaseModel):
             raise ValueError(
                 f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _grpc_port_apart(self) -> Variables:
+        if self.grpc_port and self.grpc_port < 1024:
+            raise ValueError(f"grpc_port ({self.grpc_port}) must be 0 (off) or 1024 to 65535")
+        if self.grpc_port == self.port:
+            raise ValueError(f"grpc_port and port are both {self.port}: give gRPC its own port")
         return self
 
     @property

@@ -300,6 +300,8 @@ def test_templates_render_from_the_data_root_not_the_cwd(
     (tmp_path / "template_files" / "Dockerfile.j2").write_text("FROM scratch\n")
     env = make_environment(REPO)
     text = render_template(
-        env, "template_files/Dockerfile.j2", {"pattern": "p", "name": "n", "port": 1}
+        env,
+        "template_files/Dockerfile.j2",
+        {"pattern": "p", "name": "n", "port": 1, "serves_grpc": False},
     )
     assert "python:3.11-slim" in text

@@ -157,5 +157,40 @@ def test_batching_variables_become_the_services_defaults(tmp_path: Path) -> None
         output_dir=tmp_path / "out",
     ).target
     config = (target / "src" / "app" / "config.py").read_text()
-    assert "batch_max_size=_batch_size(env, 32)" in config
+    assert 'batch_max_size=_zero_or_positive(env, "BATCH_MAX_SIZE", 32, 4096)' in config
     assert 'batch_max_delay_ms=_positive_float(env, "BATCH_MAX_DELAY_MS", 2.5)' in config
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(80, "0 \\(off\\) or 1024 to 65535"), (70000, "less than or equal"), (8000, "both 8000")],
+)
+def test_a_grpc_port_the_service_cannot_use_is_refused(value: int, message: str) -> None:
+    with pytest.raises(VariablesError, match=rf"grpc_port.*{message}|{message}.*grpc_port"):
+        validate_variables({"name": "a", "port": 8000, "grpc_port": value}, "v.yaml")
+
+
+def test_the_grpc_port_reaches_run_sh_compose_and_the_manifests(tmp_path: Path) -> None:
+    target = build(
+        variable_file=write_vars(tmp_path, grpc_port=9123), output_dir=tmp_path / "out"
+    ).target
+    assert 'GRPC_PORT="${GRPC_PORT:-9123}"' in (target / "run.sh").read_text()
+    compose = yaml.safe_load((target / "docker-compose.yml").read_text())["services"]["api"]
+    assert "9123:9123" in compose["ports"]
+    deployment = yaml.safe_load((target / "manifests" / "deployment.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "grpc", "containerPort": 9123, "protocol": "TCP"} in container["ports"]
+    service = yaml.safe_load((target / "manifests" / "service.yaml").read_text())
+    assert [port["port"] for port in service["spec"]["ports"]] == [8000, 9123]
+    policy = yaml.safe_load((target / "manifests" / "networkpolicy.yaml").read_text())
+    assert {"port": "grpc", "protocol": "TCP"} in policy["spec"]["ingress"][0]["ports"]
+
+
+def test_grpc_port_0_leaves_grpc_out(tmp_path: Path) -> None:
+    target = build(
+        variable_file=write_vars(tmp_path, grpc_port=0), output_dir=tmp_path / "out"
+    ).target
+    assert 'GRPC_PORT="${GRPC_PORT:-0}"' in (target / "run.sh").read_text()
+    service = yaml.safe_load((target / "manifests" / "service.yaml").read_text())
+    assert [port["name"] for port in service["spec"]["ports"]] == ["http"]
+    assert "grpc" not in (target / "manifests" / "networkpolicy.yaml").read_text()

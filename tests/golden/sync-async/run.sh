@@ -9,6 +9,8 @@ WORKERS="${WORKERS:-2}"
 TIMEOUT="${TIMEOUT:-30}"
 GRACEFUL_TIMEOUT="${GRACEFUL_TIMEOUT:-20}"
 KEEPALIVE="${KEEPALIVE:-5}"
+# Read by the workers: the port of the Open Inference Protocol over gRPC (0: off).
+export GRPC_PORT="${GRPC_PORT:-8001}"
 # Read by src/gunicorn_conf.py too: the level and format (json or text) of every log line.
 export LOG_LEVEL="${LOG_LEVEL:-info}"
 export LOG_FORMAT="${LOG_FORMAT:-text}"

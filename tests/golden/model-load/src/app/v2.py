@@ -211,24 +211,22 @@ def decode(
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for tensor in request.inputs:
-        expected = _expected_input(model, tensor, arrays)
-        _check_shape(tensor.shape, expected.shape, max_rows)
+        check_input(model, tensor.name, tensor.datatype, tensor.shape, arrays, max_rows)
         size = (tensor.parameters or {}).get("binary_data_size")
         if size is None:
             if tensor.data is None:
                 raise ProtocolError(
                     400, f"inputs: {tensor.name!r} has neither data nor binary data"
                 )
-            values = _flatten(tensor.data, tensor.shape)
-            arrays[tensor.name] = _to_array(values, tensor.datatype).reshape(tensor.shape)
+            arrays[tensor.name] = from_values(tensor.data, tensor.datatype, tensor.shape)
             continue
         chunk = _binary_chunk(binary, offset, size, tensor.name)
         offset += len(chunk)
-        arrays[tensor.name] = _from_binary(chunk, tensor.datatype, tensor.shape)
+        arrays[tensor.name] = from_binary(chunk, tensor.datatype, tensor.shape)
     if offset != len(binary):
         raise ProtocolError(400, f"binary data: {len(binary) - offset} bytes no input declares")
-    _check_complete(model, arrays)
-    _check_outputs(request.outputs, model)
+    check_complete(model, arrays)
+    check_outputs([output.name for output in request.outputs or []], model)
     return request, arrays
 
 
@@ -253,23 +251,28 @@ def _parse(text: bytes) -> InferenceRequest:
         raise ProtocolError(400, problems) from None
 
 
-def _expected_input(
-    model: ModelSpec, tensor: RequestInput, seen: dict[str, np.ndarray]
-) -> TensorMetadata:
+def check_input(
+    model: ModelSpec,
+    name: str,
+    datatype: str,
+    shape: list[int],
+    seen: dict[str, np.ndarray],
+    max_rows: int,
+) -> None:
+    """ProtocolError unless the tensor ``name`` is an input of the model not ``seen`` yet, of its
+    datatype and of a shape it takes, with at most ``max_rows`` rows."""
     names = ", ".join(repr(spec.name) for spec in model.inputs)
-    expected = next((spec for spec in model.inputs if spec.name == tensor.name), None)
+    expected = next((spec for spec in model.inputs if spec.name == name), None)
     if expected is None:
-        raise ProtocolError(400, f"inputs: unknown input {tensor.name!r}; the model takes {names}")
-    if tensor.name in seen:
-        raise ProtocolError(400, f"inputs: {tensor.name!r} is given twice")
-    if tensor.datatype != expected.datatype:
-        raise ProtocolError(
-            400, f"inputs: datatype {tensor.datatype!r}; {tensor.name!r} is {expected.datatype}"
-        )
-    return expected
+        raise ProtocolError(400, f"inputs: unknown input {name!r}; the model takes {names}")
+    if name in seen:
+        raise ProtocolError(400, f"inputs: {name!r} is given twice")
+    if datatype != expected.datatype:
+        raise ProtocolError(400, f"inputs: datatype {datatype!r}; {name!r} is {expected.datatype}")
+    _check_shape(name, shape, expected.shape, max_rows)
 
 
-def _check_complete(model: ModelSpec, arrays: dict[str, np.ndarray]) -> None:
+def check_complete(model: ModelSpec, arrays: dict[str, np.ndarray]) -> None:
     missing = [spec.name for spec in model.inputs if spec.name not in arrays]
     if missing:
         raise ProtocolError(400, f"inputs: missing {', '.join(map(repr, missing))}")
@@ -278,28 +281,38 @@ def _check_complete(model: ModelSpec, arrays: dict[str, np.ndarray]) -> None:
         raise ProtocolError(400, "inputs: every input must have the same number of rows")
 
 
-def _check_shape(shape: list[int], expected: list[int], max_rows: int) -> None:
+def _check_shape(name: str, shape: list[int], expected: list[int], max_rows: int) -> None:
     """400 unless ``shape`` fits ``expected`` with at least one row; 413 beyond ``max_rows``."""
     fits = len(shape) == len(expected) and all(
         want in (-1, got) for got, want in zip(shape, expected, strict=True)
     )
-    if not fits or 0 in shape:
+    if not fits or min(shape, default=1) < 1:
         raise ProtocolError(
-            400, f"inputs: shape {shape}; the model takes {expected} (-1: any size, at least 1)"
+            400,
+            f"inputs: {name!r} has shape {shape}; the model takes {expected} "
+            "(-1: any size, at least 1)",
         )
     if shape[0] > max_rows:
-        raise ProtocolError(413, f"inputs: {shape[0]} rows; at most {max_rows} per request")
+        raise ProtocolError(
+            413, f"inputs: {name!r} has {shape[0]} rows; at most {max_rows} per request"
+        )
 
 
-def _check_outputs(outputs: list[RequestOutput] | None, model: ModelSpec) -> None:
+def check_outputs(names: list[str], model: ModelSpec) -> None:
+    """ProtocolError unless every output asked for is one of the model's."""
     served = {tensor.name for tensor in model.outputs}
-    for output in outputs or []:
-        if output.name not in served:
+    for name in names:
+        if name not in served:
             raise ProtocolError(
                 400,
-                f"outputs: unknown output {output.name!r}; the model answers "
+                f"outputs: unknown output {name!r}; the model answers "
                 f"{', '.join(sorted(map(repr, served)))}",
             )
+
+
+def from_values(data: list[Any], datatype: str, shape: list[int]) -> np.ndarray:
+    """An input sent as values (flat or nested as ``shape``); ProtocolError if they do not fit."""
+    return _to_array(_flatten(data, shape), datatype).reshape(shape)
 
 
 def _flatten(data: list[Any], shape: list[int]) -> list[Any]:
@@ -366,7 +379,7 @@ def _binary_chunk(binary: bytes, offset: int, size: Any, name: str) -> bytes:
     return binary[offset : offset + size]
 
 
-def _from_binary(chunk: bytes, datatype: str, shape: list[int]) -> np.ndarray:
+def from_binary(chunk: bytes, datatype: str, shape: list[int]) -> np.ndarray:
     """An input sent as raw little-endian values (BYTES: each with its 4-byte length)."""
     count = math.prod(shape)
     if datatype == "BYTES":
@@ -428,11 +441,10 @@ def answer(
     outputs = []
     binary = bytearray()
     for name, result in zip(names, results, strict=True):
-        array = np.asarray(jsonable(result)) if not isinstance(result, np.ndarray) else result
-        datatype = "BYTES" if array.dtype == np.object_ else DATATYPES[array.dtype.name]
+        array, datatype = output_tensor(result)
         output: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if _binary_wanted(request, name):
-            raw = _to_binary(array, datatype)
+            raw = to_binary(array, datatype)
             output["parameters"] = {"binary_data_size": len(raw)}
             binary += raw
         else:
@@ -448,7 +460,14 @@ def answer(
     return body, bytes(binary)
 
 
-def _to_binary(array: np.ndarray, datatype: str) -> bytes:
+def output_tensor(result: Any) -> tuple[np.ndarray, str]:
+    """A model output as an array and its datatype (a ZipMap's maps as FP32 scores)."""
+    array = result if isinstance(result, np.ndarray) else np.asarray(jsonable(result))
+    return array, "BYTES" if array.dtype == np.object_ else DATATYPES[array.dtype.name]
+
+
+def to_binary(array: np.ndarray, datatype: str) -> bytes:
+    """An output's values as the binary tensor data extension sends them."""
     if datatype != "BYTES":
         return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
     parts = []

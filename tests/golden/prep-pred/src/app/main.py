@@ -9,6 +9,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -23,6 +24,8 @@ from src.ml.classifier import Classifier
 from src.ml.shadow import Shadow
 
 logger = logging.getLogger(__name__)
+# Seconds a stopping worker gives the gRPC calls under way.
+STOP_GRACE_SECONDS = 5.0
 
 
 async def start_shadow(settings: Settings, primary: Classifier) -> Shadow | None:
@@ -58,6 +61,21 @@ def start_batcher(settings: Settings, model: Classifier) -> Batcher | None:
     return batcher
 
 
+async def start_grpc(settings: Settings, state: Any) -> Any:
+    """The V2 gRPC server GRPC_PORT asks for, answering; else None."""
+    if not settings.grpc_port:
+        return None
+    # Imported only when served: grpc takes a tenth of a second to import, and the protocol's
+    # messages would clash with a client's own copy of them in one process (the tests').
+    from src.app import v2_grpc
+
+    server = await v2_grpc.serve(
+        state, settings.grpc_host, settings.grpc_port, settings.max_body_bytes
+    )
+    logger.info("V2 gRPC on port %d", settings.grpc_port)
+    return server
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
     """Load the model once per worker and test it before the worker reports ready."""
@@ -74,6 +92,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
     metrics.record_model(classifier)
     shadow = await start_shadow(settings, app.state.classifier)
     batcher = start_batcher(settings, app.state.classifier)
+    grpc_server = await start_grpc(settings, app.state)
     # Everything loaded so far lives as long as the worker: keep the collector from rescanning it.
     gc.collect()
     gc.freeze()
@@ -83,6 +102,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
     yield {BUDGET_STATE_KEY: app.state.body_budget}
     # Stop advertising readiness first, so a load balancer drains this worker during shutdown.
     app.state.ready = False
+    if grpc_server is not None:
+        await grpc_server.stop(STOP_GRACE_SECONDS)
     if shadow is not None:
         await shadow.stop()
         deps.SHADOWS.clear()

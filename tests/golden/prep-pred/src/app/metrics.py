@@ -57,6 +57,17 @@ REQUEST_SECONDS = BulkHistogram(
     ["method", "route"],
     buckets=BUCKETS,
 )
+RPCS = Counter(
+    "grpc_requests",
+    "gRPC calls answered, by method and status code.",
+    ["method", "code"],
+)
+RPC_SECONDS = BulkHistogram(
+    "grpc_request_duration_seconds",
+    "Seconds from a gRPC call's arrival to its answer, by method.",
+    ["method"],
+    buckets=BUCKETS,
+)
 INFERENCE_SECONDS = BulkHistogram(
     "model_inference_duration_seconds",
     "Seconds ONNX Runtime took to score the rows of one request.",
@@ -102,6 +113,7 @@ class Tally:
         # The event loop records; a test client's loop runs in a thread of its own.
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, str, int], Series] = {}
+        self._rpcs: dict[tuple[str, str], Series] = {}
         self._inference = Series()
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -111,29 +123,42 @@ class Tally:
             series = self._requests.get(key)
             if series is None:
                 series = self._requests[key] = Series()
-            series.count += 1
-            series.total += seconds
-            # bisect_left: a bucket holds values up to and including its bound, as in Prometheus.
-            series.buckets[bisect_left(BUCKETS, seconds)] += 1
+            _add(series, seconds)
+
+    def rpc(self, method: str, code: str, seconds: float) -> None:
+        """One answered gRPC call."""
+        with self._lock:
+            series = self._rpcs.get((method, code))
+            if series is None:
+                series = self._rpcs[method, code] = Series()
+            _add(series, seconds)
 
     def inference(self, seconds: float) -> None:
         """One inference."""
         with self._lock:
-            series = self._inference
-            series.count += 1
-            series.total += seconds
-            series.buckets[bisect_left(BUCKETS, seconds)] += 1
+            _add(self._inference, seconds)
 
     def publish(self) -> None:
         """Hand everything tallied to prometheus_client, and start again from nothing."""
         with self._lock:
             requests, self._requests = self._requests, {}
+            rpcs, self._rpcs = self._rpcs, {}
             inference, self._inference = self._inference, Series()
         for (method, route, status), series in requests.items():
             REQUESTS.labels(method, route, str(status)).inc(series.count)
             REQUEST_SECONDS.labels(method, route).observe_counts(series.buckets, series.total)
+        for (method, code), series in rpcs.items():
+            RPCS.labels(method, code).inc(series.count)
+            RPC_SECONDS.labels(method).observe_counts(series.buckets, series.total)
         if inference.count:
             INFERENCE_SECONDS.observe_counts(inference.buckets, inference.total)
+
+
+def _add(series: Series, seconds: float) -> None:
+    series.count += 1
+    series.total += seconds
+    # bisect_left: a bucket holds values up to and including its bound, as in Prometheus.
+    series.buckets[bisect_left(BUCKETS, seconds)] += 1
 
 
 # One per process, like prometheus_client's registry it feeds.

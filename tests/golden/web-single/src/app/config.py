@@ -73,6 +73,9 @@ class Settings:
     # Adaptive batching (src.ml.batching): off when 0.
     batch_max_size: int
     batch_max_delay_ms: float
+    # The Open Inference Protocol over gRPC (src.app.v2_grpc): off when the port is 0.
+    grpc_port: int
+    grpc_host: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -97,8 +100,12 @@ class Settings:
             shadow_queue_size=positive_int(env, "SHADOW_QUEUE_SIZE", 100),
             shadow_tolerance=_positive_float(env, "SHADOW_TOLERANCE", 1e-4),
             shadow_log_every=positive_int(env, "SHADOW_LOG_EVERY", 100),
-            batch_max_size=_batch_size(env, 0),
+            batch_max_size=_zero_or_positive(env, "BATCH_MAX_SIZE", 0, 4096),
             batch_max_delay_ms=_positive_float(env, "BATCH_MAX_DELAY_MS", 5.0),
+            # Off unless asked: run.sh asks (GRPC_PORT=8001 by default); an app made in a
+            # test or a notebook must not listen on a fixed port.
+            grpc_port=_zero_or_positive(env, "GRPC_PORT", 0, 65535),
+            grpc_host=env.get("HOST", "0.0.0.0"),
         )
 
 
@@ -116,13 +123,13 @@ def positive_int(env: Mapping[str, str], key: str, default: int) -> int:
     return value
 
 
-def _batch_size(env: Mapping[str, str], default: int) -> int:
-    """BATCH_MAX_SIZE: 0 (batching off) or the most rows in one batch."""
-    raw = env.get("BATCH_MAX_SIZE")
+def _zero_or_positive(env: Mapping[str, str], key: str, default: int, highest: int) -> int:
+    """``env[key]``: 0 (off) or a positive integer up to ``highest``; ``default`` when unset."""
+    raw = env.get(key)
     if raw is None:
         return default
-    if not raw.isdigit():
-        raise SettingsError(f"BATCH_MAX_SIZE={raw!r}: expected 0 (off) or a positive integer")
+    if not raw.isdigit() or int(raw) > highest:
+        raise SettingsError(f"{key}={raw!r}: expected 0 (off) or a positive integer to {highest}")
     return int(raw)
 
 
