@@ -7,7 +7,8 @@ ASGI app (bench/bare_asgi.py) in turn, loads each with wrk (-t1 -c16, keep-alive
 of its workers with py-spy (``record --format raw --idle``, 500 samples a second, native frames
 left out) for the same seconds. Prints, for each server, the share of the samples in which each
 function is on the stack (inclusive) and at the top of it (self), the largest first, and the
-share per group of the generated service's own modules: what each part of the request path
+share of each part of the request path (the service's own modules, the server, the framework,
+the event loop), each sample counted for the innermost frame of a known part: what each part
 costs, measured on the running worker rather than in a loop.
 """
 
@@ -51,9 +52,17 @@ GROUPS = {
     "src/http_guard.py": "header and body timeouts (http_guard.py)",
     "pydantic": "pydantic validation",
     "onnxruntime": "ONNX Runtime (Python side and the run call)",
-    "uvicorn": "uvicorn protocol (httptools)",
-    "asyncio": "event loop (asyncio, uvloop)",
+    "uvicorn/protocols": "uvicorn's HTTP protocol (parsing, writing the answer)",
+    "uvicorn/middleware": "uvicorn's proxy headers middleware",
+    "starlette": "Starlette and FastAPI",
+    "fastapi": "Starlette and FastAPI",
+    "bare_asgi.py": "the bare app (body, JSON, inference, answer)",
+    "Runner.run": "the event loop itself (uvloop: socket I/O, timers, idle)",
 }
+
+
+# A frame every sample of the worker's event loop thread holds.
+EVENT_LOOP = "asyncio_run"
 
 
 def workers_of(master: int) -> list[int]:
@@ -109,21 +118,26 @@ def summarise(folded: Path, top: int) -> None:
     total = 0
     for line in folded.read_text().splitlines():
         stack, count = frames(line)
+        if not any(EVENT_LOOP in frame for frame in stack):
+            # Another thread of the worker (gRPC's poller, say), blocked most of the time.
+            continue
         total += count
         for frame in set(stack):
             inclusive[frame] += count
         own[stack[-1]] += count
-        for key, group in GROUPS.items():
-            if any(key in frame for frame in stack):
-                groups[group] += count
-    print(f"{total} samples\n\n| function (file:line) | inclusive | self |\n|---|---|---|")
+        # The innermost frame of a known part: where the time was spent, not what wrapped it.
+        part = next(
+            (group for frame in reversed(stack) for key, group in GROUPS.items() if key in frame),
+            "other",
+        )
+        groups[part] += count
+    print(f"{total} samples of the event loop's thread\n")
+    print("| function (file:line) | inclusive | self |\n|---|---|---|")
     for frame, count in inclusive.most_common(top):
         print(f"| `{frame}` | {100 * count / total:.1f}% | {100 * own[frame] / total:.1f}% |")
-    print("\n| part of the path (any frame in) | share of samples |\n|---|---|")
+    print("\n| part of the path (innermost frame in) | share of samples |\n|---|---|")
     for group, count in groups.most_common():
         print(f"| {group} | {100 * count / total:.1f}% |")
-    idle = sum(count for frame, count in own.items() if "select" in frame or "poll" in frame)
-    print(f"| waiting for the network (idle in the loop's poll) | {100 * idle / total:.1f}% |")
 
 
 def main() -> None:

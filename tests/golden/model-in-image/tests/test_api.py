@@ -69,6 +69,23 @@ def test_predict_agrees_with_the_sample_endpoints(client: TestClient) -> None:
         assert label == names[row.index(max(row))]
 
 
+def test_an_unexpected_error_is_500_without_internals(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(rows: Any) -> Any:
+        raise RuntimeError("internals a client must not see")
+
+    state = client.app.state  # type: ignore[attr-defined]
+    # Rows of their own for each way of serving: no answer of them is cached (prediction-cache).
+    body = {"data": [ROW] * (11 if state.settings.fast_path else 12)}
+    monkeypatch.setattr(state.classifier, "predict", broken)
+    refused = client.post("/predict", json=body)
+    assert refused.status_code == 500
+    assert refused.json() == {"detail": "internal error"}
+    monkeypatch.undo()
+    assert client.post("/predict", json=body).status_code == 200
+
+
 def test_one_answer_per_row(client: TestClient) -> None:
     rows = [ROW] * 7
     assert len(client.post("/predict", json={"data": rows}).json()["prediction"]) == 7
