@@ -163,8 +163,13 @@ def observed(method: Method[Request, Reply]) -> Method[Request, Reply]:
             logger.info("gRPC %s refused (%s): %s", method.__name__, code.name, err.message)
             await context.abort(code, err.message)
             raise  # abort raises; this is for the type checker
+        except grpc.aio.AbortError:
+            raise
         except Exception:
+            # Answered without internals, as REST answers 500; the log has the traceback.
             code = grpc.StatusCode.INTERNAL
+            logger.exception("gRPC %s failed", method.__name__)
+            await context.abort(code, "internal error")
             raise
         finally:
             TALLY.rpc(name, code.name, perf_counter() - started)
