@@ -12,8 +12,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.middleware import Middleware
-from starlette.types import ASGIApp
 
 from src.app import config, deps, docs, errors, metrics
 from src.app.config import Settings, SettingsError
@@ -62,34 +60,6 @@ def open_cache(settings: Settings, store: DataStore) -> TensorCache:
         tensor_shape(config.IMAGE_SIDE),
         settings.redis_timeout_seconds,
     )
-
-
-class Service(FastAPI):
-    """FastAPI, with room for middleware outside the framework's own.
-
-    Starlette runs added middleware inside its error handling, FastAPI's telemetry and its body
-    limit: three more layers on every request, two of them wrapping ``send`` or ``receive``,
-    about 8% of a small model's request in a profile of the running worker (bench/README.md in
-    the builder repository). Middleware that answers its own errors (src.app.observe,
-    src.app.fast) is added with :meth:`add_outer_middleware` and runs outside them; the routes,
-    and middleware that signals with exceptions (src.app.limits), stay inside.
-    """
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self.outer_middleware: list[Middleware] = []
-
-    def add_outer_middleware(self, middleware_class: Any, **options: Any) -> None:
-        """Add middleware outside the framework's; as with add_middleware, the last runs first."""
-        if self.middleware_stack is not None:
-            raise RuntimeError("Cannot add middleware after an application has started")
-        self.outer_middleware.insert(0, Middleware(middleware_class, **options))
-
-    def build_middleware_stack(self) -> ASGIApp:
-        app = super().build_middleware_stack()
-        for cls, args, kwargs in reversed(self.outer_middleware):
-            app = cls(app, *args, **kwargs)
-        return app
 
 
 async def start_shadow(settings: Settings, primary: Classifier) -> Shadow | None:
@@ -188,7 +158,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BodyBudget]]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; ``settings`` default to the environment."""
     settings = settings or Settings.from_env()
-    app = Service(
+    app = FastAPI(
         title=config.SERVICE_NAME,
         version=config.SERVICE_VERSION,
         description=config.DESCRIPTION,
@@ -214,7 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)
     app.include_router(monitoring.router)
     # The outermost of the service's own middleware: it observes every answer.
-    app.add_outer_middleware(
+    app.add_middleware(
         Observe,
         request_log=app.state.settings.request_log,
         log_format=app.state.settings.log_format,

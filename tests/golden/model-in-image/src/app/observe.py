@@ -176,7 +176,7 @@ class Observe:
         started = perf_counter()
         request_id = request_id_of(scope)
         header = (HEADER, request_id)
-        # An exception escaping the app (the routes answer theirs) is answered 500 by the server.
+        # An exception escaping the app is answered 500 by Starlette's outermost middleware.
         status = 500
 
         # A plain function handing back send's awaitable: no coroutine of its own per message.

@@ -13,7 +13,6 @@ inside any middleware added to the app afterwards (authentication, say).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,7 +35,6 @@ from src.app.routers.predict import scores_and_job, too_many_rows
 from src.app.schemas import PredictRequest
 from src.ml.classifier import ModelInputError
 
-logger = logging.getLogger(__name__)
 # What answers a path: given the app's state and the validated rows, the answer's JSON object.
 Route = Callable[[Any, list[Any]], Awaitable[dict[str, Any]]]
 JSON = [(b"content-type", b"application/json")]
@@ -78,10 +76,6 @@ class FastRoutes:
             return
         try:
             status, payload = await answer(state, route, body)
-        except Exception:
-            # Outside FastAPI's error handling (src.app.main.Service): answered as it would be.
-            logger.exception("unhandled error on POST %s", scope["path"])
-            status, payload = 500, json_body({"detail": "internal error"})
         finally:
             state.body_budget.give_back(len(body))
         await send({"type": "http.response.start", "status": status, "headers": JSON})
